@@ -1,0 +1,59 @@
+"""ReLU layers: forward rows survive only where the output is active, and the upstream gradient
+is zero where it is not.  We sample activity masks at an active fraction rho and report the
+expected rank of the stacked system and the probability that the input stays determined."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bounds import generic_rank
+from .conv_blocks import stack_builder
+from .conv_rank import DENSE_MAX_COLS, DENSE_MAX_ENTRIES, ConvRanks
+from .geometry import ConvGeometry
+
+
+@dataclass(frozen=True)
+class ReluStats:
+    """Rank of [W_active; K_masked] over sampled masks; ``exact`` False means counting bounds."""
+
+    active_fraction: float
+    samples: int
+    expected_rank_lo: float
+    expected_rank_hi: float
+    p_determined: float | None   # None when the bounds cannot decide it
+    exact: bool
+
+
+def relu_stats(geom: ConvGeometry, ranks: ConvRanks, active: float = 0.5, samples: int = 8,
+               seed: int = 0) -> ReluStats:
+    """Expected rank and P(determined) of a conv layer followed by ReLU at active fraction rho.
+
+    Small layers: each sampled mask is eliminated exactly (mod p).  Large layers: the rank lies
+    between rank(K) masked (>= 0) and min(covered, active forward rows + rank K); when that upper
+    bound is below the unknowns the layer is surely not determined (P = 0).
+    """
+    if not 0.0 < active <= 1.0:
+        raise ValueError(f"active fraction must be in (0, 1], got {active}")
+    rows = geom.F * geom.Ho * geom.Wo + geom.F * geom.Cg * geom.kh * geom.kw
+    if geom.groups == 1 and geom.unknowns <= DENSE_MAX_COLS and rows * geom.unknowns <= DENSE_MAX_ENTRIES:
+        return _sampled_exact(geom, active, samples, seed)
+    return _counting(geom, ranks, active)
+
+
+def _sampled_exact(geom, active, samples, seed) -> ReluStats:
+    rng = np.random.default_rng(seed)
+    ranks = []
+    for s in range(samples):
+        keep = rng.random((geom.F, geom.Ho, geom.Wo)) < active
+        build = stack_builder(geom, geom.C, geom.F, geom.F, masks=(keep.reshape(-1), keep))
+        ranks.append(generic_rank(build, 1, seed=seed * 1000 + s).value)
+    mean = float(np.mean(ranks))
+    p = float(np.mean([r == geom.unknowns for r in ranks]))
+    return ReluStats(active, samples, mean, mean, p, True)
+
+
+def _counting(geom, ranks: ConvRanks, active) -> ReluStats:
+    hi = min(ranks.covered, active * ranks.rows_forward + ranks.gradient.value)
+    p = 0.0 if hi < geom.unknowns else None
+    return ReluStats(active, 0, 0.0, float(hi), p, False)
