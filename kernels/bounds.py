@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .modp import PRIMES, rank_mod_p
+from .modp import PRIMES, rank_of_field
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def generic_rank(build, draws: int = 2, seed: int = 0, cap: int | None = None) -
     for d in range(max(1, draws)):
         p = PRIMES[d % len(PRIMES)]
         rng = np.random.default_rng([seed, d])
-        ranks.append(rank_mod_p(build(rng, p), p))
+        ranks.append(rank_of_field(np.mod(build(rng, p), p), p))
         if cap is not None and ranks[-1] >= cap:
             break
     r = max(ranks)

@@ -155,7 +155,11 @@ def rank_mod_p(A, p: int = PRIMES[0]) -> int:
     int
         rank of A mod p.
     """
-    M = _as_field(A, p)
+    return rank_of_field(_as_field(A, p), p)
+
+
+def rank_of_field(M: np.ndarray, p: int) -> int:
+    """rank_mod_p for a float64 matrix already reduced to [0, p) (no checks; consumed)."""
     if M.shape[0] < M.shape[1]:
         M = np.ascontiguousarray(M.T)
     return _blocked_rank(M, float(p))

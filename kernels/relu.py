@@ -9,7 +9,10 @@ import numpy as np
 
 from .bounds import generic_rank
 from .conv_blocks import stack_builder
-from .conv_rank import DENSE_MAX_COLS, DENSE_MAX_ENTRIES, ConvRanks
+from .conv_rank import ConvRanks
+
+SAMPLE_MAX_COLS = 2048        # exact elimination of each sampled mask up to this many unknowns
+SAMPLE_MAX_ENTRIES = 6_000_000
 from .geometry import ConvGeometry
 
 
@@ -25,7 +28,7 @@ class ReluStats:
     exact: bool
 
 
-def relu_stats(geom: ConvGeometry, ranks: ConvRanks, active: float = 0.5, samples: int = 8,
+def relu_stats(geom: ConvGeometry, ranks: ConvRanks, active: float = 0.5, samples: int = 4,
                seed: int = 0) -> ReluStats:
     """Expected rank and P(determined) of a conv layer followed by ReLU at active fraction rho.
 
@@ -35,10 +38,13 @@ def relu_stats(geom: ConvGeometry, ranks: ConvRanks, active: float = 0.5, sample
     """
     if not 0.0 < active <= 1.0:
         raise ValueError(f"active fraction must be in (0, 1], got {active}")
-    rows = geom.F * geom.Ho * geom.Wo + geom.F * geom.Cg * geom.kh * geom.kw
-    if geom.groups == 1 and geom.unknowns <= DENSE_MAX_COLS and rows * geom.unknowns <= DENSE_MAX_ENTRIES:
+    rows = active * geom.F * geom.Ho * geom.Wo + geom.F * geom.Cg * geom.kh * geom.kw
+    counted = _counting(geom, ranks, active)
+    if counted.p_determined == 0.0 or geom.groups != 1:
+        return counted
+    if geom.unknowns <= SAMPLE_MAX_COLS and rows * geom.unknowns <= SAMPLE_MAX_ENTRIES:
         return _sampled_exact(geom, active, samples, seed)
-    return _counting(geom, ranks, active)
+    return counted
 
 
 def _sampled_exact(geom, active, samples, seed) -> ReluStats:

@@ -44,11 +44,13 @@ def linear_input(dW: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
 
 
 def linear_inputs(dW: torch.Tensor, db: torch.Tensor, count: int, tol: float = 1e-3) -> torch.Tensor:
-    """Up to ``count`` distinct inputs of a Linear-with-bias layer from summed batch gradients.
+    """Up to ``count`` inputs of a Linear-with-bias layer from summed batch gradients.
 
-    With a batch, row ``j`` gives ``sum_b g_bj x_b / sum_b g_bj``: a single image only where one
-    image dominates the row (e.g. a ReLU active for one image).  Heuristic: take rows by decreasing
-    ``|db_j|`` and keep those not (nearly) parallel to one already kept.
+    With a batch, row ``j`` gives ``sum_b g_bj x_b / sum_b g_bj``: a single image wherever only
+    one image reaches the row (e.g. a ReLU after the layer active for that image alone).  Rows
+    that give the same vector as another row are such pure images (two mixtures with the same
+    weights are a coincidence), so those come first, most repeated first; then rows by decreasing
+    ``|db_j|`` that are not nearly parallel (cosine above ``1 - tol``) to one already kept.
 
     Returns
     -------
@@ -57,15 +59,19 @@ def linear_inputs(dW: torch.Tensor, db: torch.Tensor, count: int, tol: float = 1
     """
     if count == 1:
         return linear_input(dW, db).unsqueeze(0)
+    rows = torch.nonzero(db.abs() > 1e-12 * db.abs().max()).flatten()
+    cands = dW[rows] / db[rows, None]
+    dist = torch.cdist(cands, cands) / cands.norm(dim=1).max().clamp_min(1e-300)
+    repeats = (dist < 1e-8).sum(1) - 1
+    order = sorted(range(len(rows)), key=lambda i: (-int(repeats[i]), -float(db[rows[i]].abs())))
     keep: list[torch.Tensor] = []
-    for j in torch.argsort(db.abs(), descending=True).tolist():
-        if db[j] == 0 or len(keep) == count:
+    for i in order:
+        if len(keep) == count:
             break
-        x = dW[j] / db[j]
-        if all(_cosine(x, k) < 1 - tol for k in keep):
-            keep.append(x)
+        if all(_cosine(cands[i], k) < 1 - tol for k in keep):
+            keep.append(cands[i])
     while len(keep) < count:
-        keep.append(keep[len(keep) % max(len(keep), 1)] if keep else torch.zeros_like(dW[0]))
+        keep.append(keep[len(keep) % len(keep)] if keep else torch.zeros_like(dW[0]))
     return torch.stack(keep)
 
 
@@ -227,3 +233,12 @@ class AnalyticAttack(Attack):
             images.append(rows.reshape(prob.batch_size, *prob.input_shape))
             labels.append(head_labels(prob, grads, prob.batch_size))
         return torch.cat(images), 0, torch.cat(labels), {"layer": name}
+
+
+def labels_per_problem(target: Target) -> torch.Tensor:
+    """Labels of every independent problem as a ``P x m`` long tensor (given or inferred)."""
+    rows = []
+    for prob in target.problems():
+        grads = gradients_as(prob, torch.float64)
+        rows.append(head_labels(prob, grads, prob.batch_size).view(1, -1))
+    return torch.cat(rows).to(target.device)

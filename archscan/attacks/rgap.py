@@ -350,13 +350,14 @@ class LayerSystem:
         self.step, self.known, self.g = step, known.to(z.dtype), g
         self.x_shape = (1, *step.in_shape)
         mod = step.module
-        self._setup_conv(mod) if step.kind == "conv" else None
-        bias = 0 if mod.bias is None else self._bias_like(mod.bias, z)
+        if step.kind == "conv":
+            self._setup_conv(mod)
+        bias = 0 if mod.bias is None else self._bias_like(mod.bias)
         self.wf = self.wg = 1.0
         self.wf, self.wg = self._block_weights()
         self.rhs = (self.wf * self.known * (z - bias), self.wg * dW)
 
-    def _bias_like(self, bias, z):
+    def _bias_like(self, bias):
         """Bias broadcast to the output shape."""
         return bias.view(-1, 1, 1) if self.step.kind == "conv" else bias
 
@@ -419,6 +420,7 @@ class LayerSystem:
         """Weighted ``V`` as a flat vector."""
         return torch.cat([self.rhs[0].flatten(), self.rhs[1].flatten()])
 
+    @torch.no_grad()
     def _block_weights(self, iters: int = 12):
         """Inverse operator 2-norms of the forward and gradient blocks (power iteration)."""
         gen = torch.Generator(self.g.device).manual_seed(0)  # fixed: the solver is deterministic
@@ -433,6 +435,7 @@ class LayerSystem:
             weights.append(1.0 / math.sqrt(norm) if norm > 0 else 0.0)
         return tuple(weights)
 
+    @torch.no_grad()
     def residual(self, x) -> float:
         """Relative residual ``|U x - V| / |V|`` of a candidate input."""
         rhs = self.rhs_flat()
@@ -511,14 +514,14 @@ def dense_matrix(system: LayerSystem) -> torch.Tensor:
     return torch.stack([system.apply(eye[i].view(system.x_shape)) for i in range(n)], dim=1)
 
 
-def dense_solve(system: LayerSystem) -> torch.Tensor:
-    """Minimum-norm least-squares solution with an explicit matrix (SVD-based)."""
-    U, V = dense_matrix(system), system.rhs_flat()
+def dense_solve(system: LayerSystem, x0: torch.Tensor) -> torch.Tensor:
+    """Least-squares solution closest to ``x0``, with an explicit matrix (SVD-based)."""
+    U, V = dense_matrix(system), system.rhs_flat() - system.apply(x0)
     if U.device.type == "cpu":
         sol = torch.linalg.lstsq(U, V.unsqueeze(1), driver="gelsd").solution.squeeze(1)
     else:  # CUDA's lstsq has no rank-revealing driver; the pseudo-inverse is
         sol = torch.linalg.pinv(U) @ V
-    return sol.view(system.x_shape)
+    return x0 + sol.view(system.x_shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,10 +609,10 @@ def descend_elementwise(step: Step, state: State, relu_tol: float = 1e-9) -> Sta
 
 def solve_layer(system: LayerSystem, settings: dict, x0: torch.Tensor | None = None):
     """Least-squares input of one layer: ``(x, iterations)`` with the chosen solver."""
-    if settings["solver"] == "dense":
-        return dense_solve(system), 0
     if x0 is None:
         x0 = torch.zeros(system.x_shape, dtype=system.g.dtype, device=system.g.device)
+    if settings["solver"] == "dense":
+        return dense_solve(system, x0), 0
     return lsqr(system.apply, system.apply_t, system.rhs_flat(), x0, settings["max_iter"],
                 settings["tol"], settings["tol"])
 
@@ -621,14 +624,19 @@ def _linear_start(system: LayerSystem, dW: torch.Tensor):
     return (system.g @ dW) / system.g.pow(2).sum()
 
 
-def descend_layer(step: Step, state: State, grads: dict, settings: dict, refine=None):
+def descend_layer(step: Step, state: State, grads: dict, settings: dict, refine=None, start=None):
     """Solve a Conv2d/Linear layer for its input; return the new state and diagnostics.
 
-    ``refine(step, system, x)`` (the hybrid attack) may improve the least-squares solution.
+    ``start`` (a number) is where the least-squares solve starts, so the solution is the one
+    closest to it (the image layer uses ``settings["image_start"]``); ``refine(step, system, x)``
+    (the hybrid attack) may improve the least-squares solution.
     """
     dW = grads[param_key(step.name, "weight")]
     system = LayerSystem(step, state.x, state.known, state.g, dW)
-    x, iters = solve_layer(system, settings, _linear_start(system, dW))
+    x0 = _linear_start(system, dW)
+    if x0 is None and start is not None:
+        x0 = torch.full(system.x_shape, float(start), dtype=system.g.dtype, device=system.g.device)
+    x, iters = solve_layer(system, settings, x0)
     info = {"layer": step.name, "kind": step.kind, "unknowns": math.prod(step.in_shape),
             "solver_iterations": iters, "residual": system.residual(x),
             "bias_check": _bias_check(step, state.g, grads)}
@@ -664,11 +672,14 @@ def rgap_recursion(chain: Chain, grads: dict, label: int | None, settings: dict,
 def _recursion(chain: Chain, grads: dict, label: int | None, settings: dict, refine=None):
     """Body of :func:`rgap_recursion`."""
     state, layers, iterations = top_state(chain, grads, label), [], 0
-    for step in reversed(chain.steps[: chain.head]):
+    for index in reversed(range(chain.head)):
+        step = chain.steps[index]
         if step.kind in ("linear", "conv"):
-            state, info = descend_layer(step, state, grads, settings, refine)
+            on_image = all(s.kind == "reshape" for s in chain.steps[:index])
+            start = settings["image_start"] if on_image else None
+            state, info = descend_layer(step, state, grads, settings, refine, start)
             layers.append(info)
-            iterations += info["solver_iterations"]
+            iterations += info["solver_iterations"] + info.get("refine_iterations", 0)
         else:
             state = descend_elementwise(step, state, settings["relu_tol"])
     return state.x.reshape(1, *chain.input_shape), iterations, layers
@@ -679,11 +690,13 @@ class RGAPAttack(Attack):
 
     Settings: ``solver`` (``"lsqr"`` matrix-free, or ``"dense"`` explicit SVD least squares for
     small layers / cross-checks), ``max_iter`` and ``tol`` (LSQR), ``relu_tol`` (relative level
-    below which a recovered ReLU output counts as zero).  Arithmetic is float64 always.
+    below which a recovered ReLU output counts as zero), ``image_start`` (the image-layer solution
+    is the least-squares solution closest to this constant image: 0 gives the minimum-norm
+    solution the static prediction assumes).  Arithmetic is float64 always.
     """
 
     name = "rgap"
-    defaults = {"solver": "lsqr", "max_iter": 5000, "tol": 1e-14, "relu_tol": 1e-9}
+    defaults = {"solver": "lsqr", "max_iter": 5000, "tol": 1e-14, "relu_tol": 1e-9, "image_start": 0.0}
 
     def applicable(self, model: nn.Module, input_shape: tuple | None = None) -> str | None:
         """None for a chain model R-GAP can invert, else why it is skipped."""

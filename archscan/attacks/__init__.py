@@ -1,0 +1,44 @@
+"""Gradient-inversion attacks behind ``archscan validate``.
+
+Every attack takes a :class:`~archscan.attacks.base.Target` (model, shared gradients, optional
+labels) and returns a :class:`~archscan.attacks.base.Reconstruction`:
+
+* ``analytic`` - exact division through a Linear-with-bias layer reading the image;
+* ``rgap``     - R-GAP recursive closed form for chain models (ReLU handled as in R-CONV);
+* ``hybrid``   - R-GAP refined per layer by gradient matching (Chen & Campbell 2022);
+* ``ig``       - Inverting Gradients (cosine matching + TV, Adam);
+* ``dlg``      - DLG / iDLG (L2 matching, L-BFGS).
+"""
+from __future__ import annotations
+
+from .analytic import AnalyticAttack, infer_labels, linear_input
+from .base import Attack, Reconstruction, Target, make_target, observe_gradients
+from .dlg import DLG
+from .hybrid import HybridAttack
+from .ig import InvertingGradients
+from .rgap import RGAPAttack
+
+ATTACKS = {
+    "analytic": AnalyticAttack,
+    "rgap": RGAPAttack,
+    "hybrid": HybridAttack,
+    "ig": InvertingGradients,
+    "dlg": DLG,
+}
+
+
+def get_attack(name: str, **settings) -> Attack:
+    """Instantiate the attack registered as ``name`` with optional ``settings``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a registered attack.
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(sorted(ATTACKS))}")
+    return ATTACKS[name](**settings)
+
+
+__all__ = ["ATTACKS", "Attack", "Reconstruction", "Target", "get_attack", "infer_labels",
+           "linear_input", "make_target", "observe_gradients"]

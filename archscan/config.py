@@ -1,0 +1,35 @@
+"""Every default and tolerance in one frozen record."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+VERDICT_LEAKS = 0.95      # leakage score at or above: the image is (almost) fully recoverable
+VERDICT_PARTIAL = 0.25    # at or above (and below LEAKS): a substantial part is recoverable
+PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
+DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
+PSNR_CAP = 150.0          # float64 round-off floor for a determined image
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What the user asked for; recorded in every report as the threat model."""
+
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    batch_size: int = 1
+    labels: str = "inferred"          # "known" | "inferred"
+    bn_mode: str = "eval"             # "eval" | "train"
+    relu_active: float = 0.5
+    seed: int = 0
+    draws: int = 2
+    weights: str | None = None
+    model_args: dict = field(default_factory=dict)
+
+    def threat_model(self) -> dict:
+        d = asdict(self)
+        return {
+            "batch_size": d["batch_size"], "labels": d["labels"],
+            "weights": "given" if self.weights else "generic", "bn_mode": d["bn_mode"],
+            "relu_active_fraction": d["relu_active"], "seed": d["seed"], "rank_draws": d["draws"],
+            "attacker": "knows the architecture, every weight and every shared gradient",
+        }

@@ -1,0 +1,12 @@
+"""The layer-rule registry: every rule file is listed here explicitly (tests check none is missing)."""
+from . import activation, conv, linear, merge, norm, pool, shape
+from .base import FLOWS, Registry, Rule
+
+FAMILIES = (linear, conv, activation, norm, pool, shape, merge)
+
+REGISTRY = Registry()
+for _family in FAMILIES:
+    for _rule in _family.RULES:
+        REGISTRY.register(_rule)
+
+__all__ = ["FAMILIES", "FLOWS", "REGISTRY", "Registry", "Rule"]

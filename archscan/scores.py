@@ -1,0 +1,79 @@
+"""Model-level scores (definitions in docs/scores.md), pure functions of the layer records."""
+from __future__ import annotations
+
+import numpy as np
+from archscan_kernels import forward_matrix, gradient_matrix
+
+from . import config
+from .analysis import KNOWN, UNKNOWN, Val
+from .prior import prior_images
+
+
+def copa_index(deficiencies: list[int]) -> int:
+    """Chen & Campbell: sum_{i<L-1} round(-d_i (L-1-i)/(L-1)); the head (last) is excluded."""
+    L = len(deficiencies)
+    if L < 2:
+        return 0
+    return int(sum(round(-d * (L - 1 - i) / (L - 1)) for i, d in enumerate(deficiencies[:-1])))
+
+
+def ra_index(layers: list[tuple[int, int, int]]) -> int:
+    """R-GAP-style count over (n_x, n_w, n_z) in forward order; > 0: some layer under-determined.
+
+    RA_l = n_x - n_w - n_z; virtual constraints from over-complete layers are carried to later
+    layers: n_v += max(max(n_z - n_x, 0) - max(RA_l, 0), 0); RA-i = max_l (RA_l - n_v).
+    """
+    n_v, best = 0, None
+    for n_x, n_w, n_z in layers:
+        ra = n_x - n_w - n_z
+        best = ra - n_v if best is None else max(best, ra - n_v)
+        n_v += max(max(n_z - n_x, 0) - max(ra, 0), 0)
+    return int(best if best is not None else 0)
+
+
+def verdict(score: float) -> str:
+    if score >= config.VERDICT_LEAKS:
+        return "LEAKS"
+    return "PARTIAL" if score >= config.VERDICT_PARTIAL else "RESISTANT"
+
+
+def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """Per-image ||P_null x||^2 for the image's state, and how it was computed."""
+    energy = (X ** 2).sum(axis=1)
+    if image.level == UNKNOWN or system is None:
+        return energy, "blocked: the min-norm estimate is 0"
+    if image.level == KNOWN and image.d == 0:
+        return np.zeros(len(X)), "determined"
+    n = X.shape[1]
+    if n <= config.DENSE_PROJECTOR_MAX:
+        N = _null_basis(system, rows, seed)
+        extra = max(0, image.d - N.shape[1])  # directions lost to partial knowledge above
+        lost = ((X @ N) ** 2).sum(axis=1) + energy * extra / n
+        return lost, f"dense null space ({N.shape[1]} directions) + isotropic share of {extra} more"
+    return energy * image.d / n, "isotropic approximation d/n (layer too large for a dense projector)"
+
+
+def _null_basis(system, rows: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    geom = system.geometry
+    parts = []
+    if "W" in rows:
+        parts.append(forward_matrix(geom, rng.standard_normal((geom.F, geom.Cg, geom.kh, geom.kw))))
+    if "K" in rows:
+        parts.append(gradient_matrix(geom, rng.standard_normal((geom.F, geom.Ho, geom.Wo))))
+    U = np.vstack(parts)
+    evals, evecs = np.linalg.eigh(U.T @ U)  # n x n Gram: cheaper than an SVD of the tall U
+    tol = max(evals.max(), 1.0) * U.shape[0] * np.finfo(float).eps * 10
+    return evecs[:, evals <= tol]
+
+
+def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> dict:
+    """Leakage score (share of image energy determined) and predicted PSNR of min-norm recovery."""
+    X = prior_images(tuple(shape), config.PRIOR_IMAGES, seed)
+    lost, how = null_energy(image, system, rows, X, seed)
+    total = (X ** 2).sum(axis=1)
+    score = float(np.clip(1.0 - lost.sum() / total.sum(), 0.0, 1.0))
+    mse = float(lost.mean() / X.shape[1])
+    psnr = config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
+    return {"leakage_score": round(score, 6), "predicted_mse": mse, "predicted_psnr": round(psnr, 3),
+            "prediction_method": how, "prior_images": int(X.shape[0])}
