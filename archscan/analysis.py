@@ -47,13 +47,26 @@ def propagate(g: nx.DiGraph, systems: dict[str, LayerSystem], bn_train: bool = F
         if layer.flow == "constant":
             st.val[n] = Val(KNOWN)
         sys = systems.get(n)
-        st.grad[n] = bool(sys and sys.leak_source)
+        st.grad[n] = bool(sys and sys.leak_source) or exposes_gradient(g, n)
     for _ in range(4 * len(order) + 4):
         changed = _backward_pass(g, order, systems, st, bn_train)
         changed |= _forward_pass(g, order, st)
         if not changed:
             break
     return st
+
+
+def exposes_gradient(g, n) -> bool:
+    """A learned tensor *added* to an activation of its own size (a positional embedding, a bias
+    map) has exactly that activation's gradient as its own gradient: g is observed there (APRIL)."""
+    layer = g.nodes[n]["layer"]
+    if layer.flow != "add" or not layer.out_shape:
+        return False
+    for p in g.predecessors(n):
+        src = g.nodes[p]["layer"]
+        if src.flow == "constant" and src.out_shape and src.out_size == layer.out_size:
+            return True
+    return False
 
 
 def _forward_pass(g, order, st) -> bool:
@@ -103,39 +116,40 @@ def _contribution(layer, st) -> bool:
 def _back_rule(g, layer, systems, st, bn_train) -> bool:
     out = st.val.get(layer.name, Val())
     ins = list(g.predecessors(layer.name))
+    via = st.via.get(layer.name)
     flow = "pool" if layer.flow == "bijective" and layer.kind == "batchnorm" and bn_train else layer.flow
     if flow == "parametric":
         return _parametric(layer, systems[layer.name], st, ins)
     if out.level == UNKNOWN or not ins:
         return False
     if flow in ("invertible", "ambiguous", "bijective", "dropout", "unsupported"):
-        return any(st.improve(p, out) for p in ins)
+        return any(st.improve(p, out, via) for p in ins)
     if flow == "relu":
-        return st.improve(ins[0], Val(out.level, out.d, masked=out.level == KNOWN or out.masked))
+        return st.improve(ins[0], Val(out.level, out.d, masked=out.level == KNOWN or out.masked), via)
     if flow == "pool":
-        return _pool(g, layer, st, ins, out, bn_train)
+        return _pool(g, layer, st, ins, out, via)
     if flow == "add":
-        return _add(st, ins, out)
+        return _add(st, ins, out, via)
     if flow == "cat":
-        return any(st.improve(p, Val(out.level, min(out.d, g.nodes[p]["layer"].out_size))) for p in ins)
+        return any(st.improve(p, Val(out.level, min(out.d, g.nodes[p]["layer"].out_size)), via) for p in ins)
     return False
 
 
-def _pool(g, layer, st, ins, out, bn_train) -> bool:
+def _pool(g, layer, st, ins, out, via) -> bool:
     n_in = g.nodes[ins[0]]["layer"].out_size
     lost = 2 * layer.in_shapes[0][1] if layer.kind == "batchnorm" else n_in - layer.out_size
     d = min(n_in, out.d + max(lost, 0))
-    return st.improve(ins[0], Val(PARTIAL if d < n_in else UNKNOWN, d) if d else out)
+    return st.improve(ins[0], Val(PARTIAL if d < n_in else UNKNOWN, d) if d else out, via)
 
 
-def _add(st, ins, out) -> bool:
+def _add(st, ins, out, via) -> bool:
     changed = False
     for p in ins:
         others = [st.val.get(q, Val()) for q in ins if q != p]
         if all(o.level >= PARTIAL for o in others):
             d = out.d + sum(o.d for o in others)
             level = KNOWN if d == 0 and out.level == KNOWN and all(o.level == KNOWN for o in others) else PARTIAL
-            changed |= st.improve(p, Val(level, d))
+            changed |= st.improve(p, Val(level, d), via)
     return changed
 
 

@@ -1,7 +1,7 @@
 """Per-layer report entries, findings and coverage: plain dicts built from the analysis records."""
 from __future__ import annotations
 
-from .analysis import KNOWN, Val
+from .analysis import exposes_gradient
 from .report import Finding, relpath
 
 
@@ -64,6 +64,10 @@ def findings(g, systems, state, layers, image, scores) -> list:
         out.extend(_layer_findings(rec))
     for n in g.nodes:
         layer = g.nodes[n]["layer"]
+        if exposes_gradient(g, n):
+            out.append(Finding("AS004", "warning", "a learned tensor added here (e.g. a positional embedding) "
+                               "exposes the gradient of this activation directly", layer.module_path or layer.name,
+                               relpath(layer.source)))
         if layer.outcome == "unsupported":
             out.append(Finding("AS100", "warning", f"unsupported op {layer.op_type} ({layer.reason}); treated as "
                                "transparent to the attacker (conservative) and counted against coverage",

@@ -40,10 +40,12 @@ def verdict(score: float) -> str:
 def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     """Per-image ||P_null x||^2 for the image's state, and how it was computed."""
     energy = (X ** 2).sum(axis=1)
-    if image.level == UNKNOWN or system is None:
-        return energy, "blocked: the min-norm estimate is 0"
-    if image.level == KNOWN and image.d == 0:
+    if image.level == KNOWN:
         return np.zeros(len(X)), "determined"
+    if image.level == UNKNOWN:
+        return energy, "blocked: the min-norm estimate is 0"
+    if system is None:
+        return energy * image.d / X.shape[1], "isotropic approximation d/n (no single determining layer)"
     n = X.shape[1]
     if n <= config.DENSE_PROJECTOR_MAX:
         N = _null_basis(system, rows, seed)

@@ -39,15 +39,16 @@ class DLG(Attack):
     defaults = {"iterations": 50, "inner": 20, "lr": 1.0, "history_size": 100,
                 "line_search": "strong_wolfe", "label_mode": "idlg"}
 
-    def _batch_reason(self, target: Target) -> str | None:
-        """Reject unknown label modes before any work."""
+    def __init__(self, **settings):
+        super().__init__(**settings)
         if self.settings["label_mode"] not in ("idlg", "dummy"):
-            return f"unknown label_mode {self.settings['label_mode']!r}; choose from 'idlg', 'dummy'"
-        return None
+            raise ValueError(f"unknown label_mode {self.settings['label_mode']!r}; "
+                             "choose from 'idlg', 'dummy'")
 
     def _run(self, target: Target, seed: int):
         """One L-BFGS run per independent problem."""
-        model, gen = prepare_model(target.model, target.device, target.dtype), make_generator(seed, target.device)
+        model = prepare_model(target.model, target.device, target.dtype)
+        gen = make_generator(seed, target.device)
         names = [n for n, _ in model.named_parameters() if n in target.gradients]
         dummy_labels = target.labels is None and self.settings["label_mode"] == "dummy"
         labels = None if dummy_labels else labels_per_problem(target)

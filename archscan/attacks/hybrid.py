@@ -62,7 +62,8 @@ def project(chain: Chain, index: int, x: torch.Tensor) -> torch.Tensor:
 class _Matcher:
     """Gradient-matching objective for the input of one layer of the chain."""
 
-    def __init__(self, chain: Chain, index: int, grads: dict, label: int, system: LayerSystem, settings: dict):
+    def __init__(self, chain: Chain, index: int, grads: dict, label: int, system: LayerSystem,
+                 settings: dict):
         self.steps, self.system, self.settings = chain.steps[index:], system, settings
         self.image_shape = chain.input_shape if _image_below(chain, index) else None
         self.params, observed = [], []
@@ -136,7 +137,7 @@ class HybridAttack(RGAPAttack):
     """
 
     name = "hybrid"
-    defaults = {**RGAPAttack.defaults, "image_start": 0.5, "iterations": 200, "lr": 0.5, "tv": 0.1,
+    defaults = {**RGAPAttack.defaults, "image_start": 0.5, "iterations": 200, "lr": 0.2, "tv": 0.3,
                 "residual_weight": 1.0, "hidden_residual_weight": 1e4, "determined_tol": 1e-6}
 
     def _run(self, target, seed: int, refine_factory=None):

@@ -52,6 +52,16 @@ def gradient_objective(grad_fn, names: list, observed: list, x: torch.Tensor, y:
     return cosine_distance([grads[n] for n in names], observed) + tv * total_variation(x).mean(dim=1)
 
 
+def repeated_observations(target: Target, names: list, restarts: int) -> list:
+    """Observed gradients with a leading ``restarts * P`` dimension (restart ``r`` is block ``r``)."""
+    stacked = target.stacked_gradients()
+    out = []
+    for n in names:
+        grad = stacked[n].to(target.device, target.dtype)
+        out.append(grad.repeat(restarts, *[1] * (grad.dim() - 1)))
+    return out
+
+
 def decayed_adam(param: torch.Tensor, lr: float, iterations: int):
     """Adam with Geiping et al.'s step decay (x0.1 at 3/8, 5/8 and 7/8 of the run)."""
     opt = torch.optim.Adam([param], lr=lr)
@@ -67,27 +77,29 @@ class InvertingGradients(Attack):
     """
 
     name = "ig"
-    defaults = {"iterations": 1000, "lr": 0.1, "tv": 1e-2, "restarts": 1, "signed": True, "record_every": 10}
+    defaults = {"iterations": 1000, "lr": 0.1, "tv": 1e-2, "restarts": 1, "signed": True,
+                "record_every": 10}
 
     def _run(self, target: Target, seed: int):
         """Optimise all problems and restarts together; keep each problem's best restart."""
-        model, gen = prepare_model(target.model, target.device, target.dtype), make_generator(seed, target.device)
+        model = prepare_model(target.model, target.device, target.dtype)
+        gen = make_generator(seed, target.device)
         names = [n for n, _ in model.named_parameters() if n in target.gradients]
         grad_fn = batched_gradient_fn(model, names)
-        restarts = self.settings["restarts"]
-        labels = labels_per_problem(target)
-        stacked = target.stacked_gradients()  # leading problem dimension P; restart r is block r
-        observed = [stacked[n].to(target.device, target.dtype).repeat(restarts, *[1] * (stacked[n].dim() - 1))
-                    for n in names]
+        restarts, labels = self.settings["restarts"], labels_per_problem(target)
+        observed = repeated_observations(target, names, restarts)
         problems, per = labels.shape
         x = torch.rand((restarts * problems, per, *target.input_shape), generator=gen,
                        device=target.device, dtype=target.dtype)
         y = labels.repeat(restarts, 1)
         x, history = self._optimise(grad_fn, names, observed, x, y)
         with torch.no_grad():
-            final = gradient_objective(grad_fn, names, observed, x, y, self.settings["tv"]).view(restarts, problems)
+            final = gradient_objective(grad_fn, names, observed, x, y, self.settings["tv"])
+        history.append(float(final.mean()))  # the objective after the last step
+        final = final.view(restarts, problems)
         best = final.argmin(0)
-        chosen = x.view(restarts, problems, per, *target.input_shape)[best, torch.arange(problems, device=x.device)]
+        every = torch.arange(problems, device=x.device)
+        chosen = x.view(restarts, problems, per, *target.input_shape)[best, every]
         info = {"objective": history, "final_objective": final.min(0).values.tolist(),
                 "batching": "vmap over torch.func.grad: problems x restarts in parallel"}
         return chosen.reshape(-1, *target.input_shape), self.settings["iterations"], labels.flatten(), info

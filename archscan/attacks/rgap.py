@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,6 @@ class Chain:
     steps: list
     head: int
     input_shape: tuple
-    extras: dict = field(default_factory=dict)
 
 
 def _module_step(name: str, mod: nn.Module):
@@ -381,7 +380,8 @@ class LayerSystem:
         if self.step.kind == "linear":
             out = x @ mod.weight.T
         else:
-            out = F.conv2d(self.pre(x), mod.weight, None, self.stride, self.padding, self.dilation, self.groups)
+            out = F.conv2d(self.pre(x), mod.weight, None, self.stride, self.padding, self.dilation,
+                           self.groups)
         return self.known * out
 
     def forward_rows_t(self, y, masked: bool = True):
@@ -408,7 +408,8 @@ class LayerSystem:
 
     def apply(self, x):
         """Weighted ``U x`` as a flat vector."""
-        return torch.cat([(self.wf * self.forward_rows(x)).flatten(), (self.wg * self.gradient_rows(x)).flatten()])
+        return torch.cat([(self.wf * self.forward_rows(x)).flatten(),
+                          (self.wg * self.gradient_rows(x)).flatten()])
 
     def apply_t(self, r):
         """Weighted ``U^T r`` for a flat ``r``, shaped like ``x``."""
@@ -425,7 +426,8 @@ class LayerSystem:
         """Inverse operator 2-norms of the forward and gradient blocks (power iteration)."""
         gen = torch.Generator(self.g.device).manual_seed(0)  # fixed: the solver is deterministic
         weights = []
-        for op, op_t in ((self.forward_rows, self.forward_rows_t), (self.gradient_rows, self.gradient_rows_t)):
+        blocks = ((self.forward_rows, self.forward_rows_t), (self.gradient_rows, self.gradient_rows_t))
+        for op, op_t in blocks:
             v = torch.randn(self.x_shape, generator=gen, device=self.g.device, dtype=self.g.dtype)
             norm = 0.0
             for _ in range(iters):
@@ -493,7 +495,8 @@ def lsqr(apply, apply_t, b: torch.Tensor, x0: torch.Tensor, max_iter: int = 5000
         theta, rhobar, phi, phibar = s * alpha, -c * alpha, c * phibar, s * phibar
         x = x + (phi / rho) * w
         w = v - (theta / rho) * w
-        if _lsqr_done(phibar, alpha * abs(c) * phibar, anorm, bnorm, float(x.norm()), atol, btol, alpha, beta):
+        arnorm = alpha * abs(c) * phibar  # |U^T r|, for the least-squares test
+        if _lsqr_done(phibar, arnorm, anorm, bnorm, float(x.norm()), atol, btol, alpha, beta):
             return x, it
     return x, max_iter
 

@@ -1,0 +1,15 @@
+"""Test-wide environment, set before numpy/numba/torch import: one BLAS thread (faster on two
+shared cores) and a writable numba cache."""
+import os
+import tempfile
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "archscan-test-numba"))
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,118 @@
+"""End-to-end: the CLI's exit-code contract, one-line errors, JSON schema, .pt2 and checkpoints."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from archscan.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = str(ROOT / "examples" / "paper_zoo.py")
+BAD = str(ROOT / "examples" / "bad_models.py")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scan_text_table_and_summary(capsys):
+    code, out, err = run(capsys, "scan", f"{ZOO}:cnn6_d", "--input-shape", "3,32,32")
+    assert code == 0, err
+    assert "conv2" in out and "3188" in out  # theory.md's worked example, exact
+    assert "verdict" in out and "COPA" in out
+
+
+def test_scan_json_schema(capsys, tmp_path):
+    target = tmp_path / "r.json"
+    code, _, err = run(capsys, "scan", f"{ZOO}:cnn3_c1", "--input-shape", "3,32,32", "--format", "json", "-o", str(target))
+    assert code == 0, err
+    rep = json.loads(target.read_text())
+    for key in ("schema_version", "model", "threat_model", "layers", "scores", "coverage", "findings"):
+        assert key in rep
+    assert rep["model"]["input_shape"] == [3, 32, 32]
+    for key in ("copa_index", "ra_index", "leakage_score", "verdict", "predicted_psnr"):
+        assert key in rep["scores"]
+    for layer in rep["layers"]:
+        assert layer["deficiency"] == layer["unknowns"] - layer["rank"] >= 0
+        assert layer["source"] and ":" in layer["source"]
+    assert [l["type"] for l in rep["layers"]] == ["Conv2d", "Conv2d", "Linear"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["scan", "examples/missing.py:x", "--input-shape", "3,32,32"], "no such file"),
+    (["scan", f"{ZOO}:nothing", "--input-shape", "3,32,32"], "no attribute 'nothing'"),
+    (["scan", f"{BAD}:factory_raises", "--input-shape", "3,32,32"], "bad_models.py:"),
+    (["scan", f"{BAD}:data_dependent", "--input-shape", "3,32,32"], "bad_models.py:"),
+    (["scan", f"{BAD}:text_model", "--input-shape", "3,32,32"], "does not accept a float image"),
+    (["scan", f"{ZOO}:cnn6_d", "--input-shape", "3,31,32"], "at module fc"),
+    (["scan", f"{ZOO}:cnn6_d", "--input-shape", "3,32"], "three positive integers"),
+    (["scan", f"{ZOO}:cnn6_d"], "--input-shape is required"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_traceback():
+    proc = subprocess.run([sys.executable, "-m", "archscan", "scan", f"{ZOO}:nothing", "--input-shape",
+                           "3,32,32", "--debug"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def _tiny():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 3))
+
+
+def test_pt2_program_and_corrupt_pt2(capsys, tmp_path):
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(_tiny().eval(), (torch.randn(1, 1, 8, 8),)), str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    code, out, err = run(capsys, "scan", str(path), "--format", "json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["model"]["trace_method"] == "export"
+    assert [l["type"] for l in rep["layers"]] == ["aten.conv2d.default", "aten.linear.default"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # nothing the user gave is modified
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip")
+    code, _, err = run(capsys, "scan", str(bad))
+    assert code == 2 and "not a readable torch.export program" in err
+
+
+def test_weights_checkpoint_and_mismatch(capsys, tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import torch\n\ndef net(num_classes=3):\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3),"
+                   " torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(144, num_classes))\n")
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.manual_seed(0)
+    torch.save(_tiny().state_dict(), good)
+    torch.save(torch.nn.Linear(2, 2).state_dict(), bad)
+    code, out, err = run(capsys, "scan", f"{src}:net", "--input-shape", "1,8,8", "--weights", str(good), "--format", "json")
+    assert code == 0, err and json.loads(out)["threat_model"]["weights"] == "given"
+    code, _, err = run(capsys, "scan", f"{src}:net", "--input-shape", "1,8,8", "--weights", str(bad))
+    assert code == 2 and "does not match the model" in err
+
+
+def test_strict_mode_turns_unsupported_into_errors(capsys, monkeypatch, tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import torch\n\nclass N(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                   "        self.c = torch.nn.Conv2d(1, 2, 3)\n        self.n = torch.nn.LayerNorm([2, 6, 6])\n"
+                   "        self.f = torch.nn.Linear(72, 2)\n    def forward(self, x):\n"
+                   "        return self.f(torch.flatten(self.n(self.c(x)), 1))\n")
+    code, out, err = run(capsys, "scan", f"{src}:N", "--input-shape", "1,8,8", "--format", "json")
+    rep = json.loads(out)
+    assert code == 0 and rep["coverage"]["unsupported"] == 1 and rep["coverage"]["fraction"] < 1
+    assert any(f["rule_id"] == "AS100" for f in rep["findings"])
+    monkeypatch.setenv("ARCHSCAN_STRICT", "1")
+    code, _, err = run(capsys, "scan", f"{src}:N", "--input-shape", "1,8,8")
+    assert code == 2 and "LayerNorm" in err
