@@ -155,7 +155,8 @@ def test_determined_cnn_has_full_rank_systems():
         for i in (0, 2):
             step, z = chain.steps[i], chain.steps[i].module(acts[i])
             g = torch.randn_like(z)  # generic g: rank is a property of the geometry
-            system = LayerSystem(step, z, torch.ones_like(z, dtype=torch.bool), g, target.gradients[f"{i}.weight"])
+            known = torch.ones_like(z, dtype=torch.bool)
+            system = LayerSystem(step, z, known, g, target.gradients[f"{i}.weight"])
             assert torch.linalg.matrix_rank(dense_matrix(system)) == acts[i].numel()
 
 
@@ -189,7 +190,8 @@ def test_rgap_relu_conv_and_bias_free_head():
         assert _psnr(rec, x) >= 60, type(model[1]).__name__
 
 
-@pytest.mark.parametrize("padding_mode,groups,dilation", [("reflect", 1, 1), ("zeros", 3, 2), ("circular", 1, 1)])
+@pytest.mark.parametrize("padding_mode,groups,dilation",
+                         [("reflect", 1, 1), ("zeros", 3, 2), ("circular", 1, 1)])
 def test_rgap_conv_geometries(padding_mode, groups, dilation):
     torch.manual_seed(6)
     conv = nn.Conv2d(3, 24, 3, padding=dilation, dilation=dilation, groups=groups, padding_mode=padding_mode)
@@ -232,7 +234,7 @@ def _same(a, b) -> bool:
 def test_hybrid_lowers_objective_and_is_reproducible():
     x = _image()
     target = _target(deficient_cnn(), x)
-    attack = get_attack("hybrid", iterations=8)
+    attack = get_attack("hybrid", iterations=8, lr=0.05)
     rec, again = attack.reconstruct(target, seed=1), attack.reconstruct(target, seed=1)
     assert rec.info["objective_end"] < rec.info["objective_start"]
     assert torch.equal(rec.images, again.images)

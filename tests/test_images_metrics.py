@@ -39,7 +39,7 @@ def test_synthetic_is_seeded_and_smooth():
     c, _ = load_images("synthetic", 2, (3, 16, 16), seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c) and names == ["synthetic-0", "synthetic-1"]
     assert float(a.min()) >= 0 and float(a.max()) <= 1
-    assert float((a[..., 1:] - a[..., :-1]).abs().mean()) < 0.1  # smooth
+    assert float((a[..., 1:] - a[..., :-1]).abs().mean()) < 0.2  # smooth (uniform noise: 0.33)
 
 
 def test_directory_source(tmp_path):

@@ -97,7 +97,8 @@ def refine_layer(chain: Chain, index: int, matcher: _Matcher, x0: torch.Tensor, 
     x = x0.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=settings["lr"] * scale)
     steps = settings["iterations"]  # decay by 10 at 3/8, 5/8, 7/8 of the run, as Geiping et al.
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [steps * 3 // 8, steps * 5 // 8, steps * 7 // 8], 0.1)
+    milestones = [steps * 3 // 8, steps * 5 // 8, steps * 7 // 8]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, 0.1)
     best, best_x, history = float("inf"), x0.clone(), []
     for _ in range(settings["iterations"] + 1):  # +1: the last evaluation scores the last step
         opt.zero_grad(set_to_none=True)
