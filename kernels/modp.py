@@ -132,6 +132,10 @@ def _as_field(A, p: int) -> np.ndarray:
         raise ValueError(f"rank_mod_p needs a 2-D matrix, got shape {A.shape}")
     if not 2 < p < PRIME_LIMIT:
         raise ValueError(f"prime {p} outside (2, {PRIME_LIMIT}): float64 products would not be exact")
+    if not _is_prime(int(p)):
+        raise ValueError(f"modulus {p} is not prime: GF(p) needs a prime")
+    if np.issubdtype(A.dtype, np.unsignedinteger):
+        return np.mod(A.astype(np.uint64), np.uint64(p)).astype(np.float64)
     if np.issubdtype(A.dtype, np.integer):
         return np.mod(A.astype(np.int64), p).astype(np.float64)
     B = np.asarray(A, dtype=np.float64)

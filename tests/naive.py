@@ -229,18 +229,40 @@ def generic_rank_dense(build, draws: int = 3, seed: int = 0, rank_fn=rank_mod_p_
     return best
 
 
-def dense_generic_ranks(geom, draws: int = 3, seed: int = 0, target=None, p: int = P31,
-                        rank_fn=rank_mod_p_numpy) -> tuple[int, int, int]:
+P20 = 1_048_573  # prime below 2**20: instances the kernel's fast rank_mod_p can also reduce
+# rows * cols * min(rows, cols) up to which rank_mod_p_numpy is used (every C*H*W <= 400 layer)
+NUMPY_MAX_COST = int(os.environ.get("NAIVE_NUMPY_MAX_COST", 200_000_000))
+
+
+def reference_rank_engine(rows: int, cols: int):
+    """(rank function, prime) for a dense reference of this size.
+
+    Small matrices use the independent int64 row reduction mod 2**31 - 1.  Larger ones use the
+    kernel's blocked ``rank_mod_p`` (validated against ``rank_mod_p_naive`` and
+    ``rank_mod_p_numpy`` in test_kernels_modp.py) with a prime none of the kernel's own draws
+    use, so only the elimination routine, never the structure under test, is shared.
+    """
+    if rows * cols * min(rows, cols) <= NUMPY_MAX_COST:
+        return rank_mod_p_numpy, P31
+    from archscan_kernels.modp import rank_mod_p
+    return rank_mod_p, P20
+
+
+def dense_generic_ranks(geom, draws: int = 3, seed: int = 0, target=None,
+                        engine=None) -> tuple[int, int, int]:
     """Generic (rank [W;K], rank W, rank K) of a conv layer: max over random integer instances.
 
     Each draw takes one random kernel tensor and one random gradient tensor (weight sharing
-    respected) and eliminates W, K and [W; K] of that instance mod p.  ``target`` (a tuple of
-    claimed ranks) lets the loop stop after a draw that reaches it: an instance's rank never
-    exceeds the generic rank, and it falls short of it with probability <= r/p ~ 2e-7, so a draw
-    that reaches the claim confirms it; a draw that exceeds it refutes it outright.
+    respected), builds W and K with the explicit loops above, and eliminates W, K and [W; K]
+    of that instance mod p.  ``target`` (claimed ranks) lets the loop stop after a draw that
+    reaches it: an instance's rank never exceeds the generic rank, and falls short of it with
+    probability <= r/p, so a draw that reaches the claim confirms it and one that exceeds it
+    refutes it outright.  ``engine`` = (rank function, prime) overrides the size-based choice.
     """
     C, H, W, F, kh, kw, sh, sw, ph, pw, dh, dw, G, mode = as_tuple(geom)
     Ho, Wo = out_size(H, kh, sh, ph, dh), out_size(W, kw, sw, pw, dw)
+    rows = F * Ho * Wo + F * (C // G) * kh * kw
+    rank_fn, p = engine or reference_rank_engine(rows, C * H * W)
     best = (0, 0, 0)
     for d in range(draws):
         rng = np.random.default_rng([seed, d, 777])
@@ -286,21 +308,31 @@ def covered_rows(n: int, k: int, s: int, p: int) -> list[int]:
     return sorted({u * s + a - p for u in range(no) for a in range(k) if 0 <= u * s + a - p < n})
 
 
-def conjecture_channel_rank(geom) -> int:
-    """sum over residue classes (r, t) of min(F n_taps(r) n_taps(t), n_pix(r) n_pix(t)).
+def live_taps(n: int, k: int, s: int, p: int) -> list[int]:
+    """Kernel taps (along one axis) that read at least one real pixel, dilation 1."""
+    no = out_size(n, k, s, p, 1)
+    return [a for a in range(k) if any(0 <= u * s + a - p < n for u in range(no))]
+
+
+def conjecture_channel_rank(geom, live_only: bool = False) -> int:
+    """theory.md: sum over residue classes (r, t) of min(F n_taps(r) n_taps(t), n_pix(r) n_pix(t)).
 
     Residue r of pixel row h is (h + p) mod s; taps a with a = r (mod s) read exactly the rows
-    of residue r.  n_pix counts covered rows only (uncovered pixels are zero columns).
+    of residue r.  n_pix counts covered rows only (uncovered pixels are zero columns).  As
+    written, n_taps counts every kernel tap; ``live_only`` counts only taps that read some real
+    pixel (a tap that only ever reads padding contributes zero rows).
     """
     C, H, W, F, kh, kw, sh, sw, ph, pw, dh, dw, G, mode = as_tuple(geom)
     assert dh == dw == 1 and G == 1 and mode == "zeros"
     rows_h, rows_w = covered_rows(H, kh, sh, ph), covered_rows(W, kw, sw, pw)
+    taps_h = live_taps(H, kh, sh, ph) if live_only else list(range(kh))
+    taps_w = live_taps(W, kw, sw, pw) if live_only else list(range(kw))
     total = 0
     for r in range(sh):
-        taps_r = sum(1 for a in range(kh) if a % sh == r)
+        taps_r = sum(1 for a in taps_h if a % sh == r)
         pix_r = sum(1 for h in rows_h if (h + ph) % sh == r)
         for t in range(sw):
-            taps_t = sum(1 for b in range(kw) if b % sw == t)
+            taps_t = sum(1 for b in taps_w if b % sw == t)
             pix_t = sum(1 for w_ in rows_w if (w_ + pw) % sw == t)
             total += min(F * taps_r * taps_t, pix_r * pix_t)
     return total
@@ -373,3 +405,17 @@ def random_geometry(rng: np.random.Generator, max_unknowns: int = 400, max_k: in
         if C * H * W <= max_unknowns and out_size(H, kh, sh, ph, 1) >= 1 and out_size(W, kw, sw, pw, 1) >= 1:
             return dict(C=C, H=H, W=W, F=F, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
 
+
+def cnn_geometry(rng: np.random.Generator, max_unknowns: int = 400) -> dict:
+    """A seeded random CNN-like layer: F >= C, square-ish kernel 1/3/5, stride 1-2, padding
+    0 or k//2, groups 1, zero padding, dilation 1."""
+    while True:
+        C = int(rng.integers(1, 5))
+        F = int(rng.integers(C, 13))
+        k = int(rng.choice([1, 3, 5]))
+        s = int(rng.choice([1, 2]))
+        p = int(rng.choice([0, k // 2]))
+        H = int(rng.integers(max(4, k), 17))
+        W = H if rng.random() < 0.7 else int(rng.integers(max(4, k), 17))
+        if C * H * W <= max_unknowns:
+            return dict(C=C, H=H, W=W, F=F, kh=k, kw=k, sh=s, sw=s, ph=p, pw=p)
