@@ -34,11 +34,12 @@ def relu_stats(geom: ConvGeometry, ranks: ConvRanks, active: float = 0.5, sample
 
     Small layers: each sampled mask is eliminated exactly (mod p).  Large layers: the rank lies
     between rank(K) masked (>= 0) and min(covered, active forward rows + rank K); when that upper
-    bound is below the unknowns the layer is surely not determined (P = 0).
+    bound, even with every output active, is below the unknowns the layer is surely not
+    determined (P = 0); otherwise P is left undecided (None) for large layers.
     """
     if not 0.0 < active <= 1.0:
         raise ValueError(f"active fraction must be in (0, 1], got {active}")
-    rows = active * geom.F * geom.Ho * geom.Wo + geom.F * geom.Cg * geom.kh * geom.kw
+    rows = geom.F * geom.Ho * geom.Wo + geom.F * geom.Cg * geom.kh * geom.kw
     counted = _counting(geom, ranks, active)
     if counted.p_determined == 0.0 or geom.groups != 1:
         return counted
@@ -60,6 +61,8 @@ def _sampled_exact(geom, active, samples, seed) -> ReluStats:
 
 
 def _counting(geom, ranks: ConvRanks, active) -> ReluStats:
+    """E[rank] <= min(covered, rho * forward rows + rank K) (Jensen: min is concave).  Only when
+    even the all-active mask cannot reach the unknowns is the layer surely undetermined (P = 0)."""
     hi = min(ranks.covered, active * ranks.rows_forward + ranks.gradient.value)
-    p = 0.0 if hi < geom.unknowns else None
-    return ReluStats(active, 0, 0.0, float(hi), p, False)
+    certain = min(ranks.covered, ranks.rows_forward + ranks.gradient.value) < geom.unknowns
+    return ReluStats(active, 0, 0.0, float(hi), 0.0 if certain else None, False)

@@ -349,7 +349,8 @@ def _strategies():
     @st.composite
     def geometries(draw, max_unknowns: int = 400, groups: bool = True, modes=PADDING_MODES,
                    dilation: bool = True, max_k: int = 4, max_s: int = 3, max_p: int = 3,
-                   max_cg: int = 4, max_fg: int = 6, torch_padding: bool = False):
+                   max_cg: int = 4, max_fg: int = 6, torch_padding: bool = False,
+                   max_extra: int = 10):
         """Kwargs for ConvGeometry: channels, groups (incl. depthwise), rectangular kernels,
         strides, paddings, dilations, padding modes, rectangular inputs, C*H*W <= max_unknowns.
 
@@ -376,7 +377,7 @@ def _strategies():
                 lo = max(lo, p + 1)
             if mode == "circular" and torch_padding:
                 lo = max(lo, p)
-            hi = max(lo, min(lo + 8, budget if axis == "h" else budget // dims["H"]))
+            hi = max(lo, min(lo + max_extra, budget if axis == "h" else budget // dims["H"]))
             n = draw(st.integers(lo, hi))
             dims["H" if axis == "h" else "W"] = n
             dims.update({f"k{axis}": k, f"s{axis}": s, f"d{axis}": d, f"p{axis}": p})
