@@ -161,20 +161,20 @@ def test_rejects_non_integer_entries(bad):
         rank_mod_p(np.array(bad))
 
 
-# ---- kernel bugs found while writing these tests (see the report) -----------------------------
+# ---- regressions: kernel bugs these tests found (fixed in ad6ce18) ---------------------------
 
 @pytest.mark.parametrize("p", [9, 15, 65536, 1048575])
 def test_rejects_composite_modulus(p):
-    """BUG: rank_mod_p checks only 2 < p < 2**21, not that p is prime.  With a composite modulus
-    the Fermat 'inverse' is wrong and the result is meaningless: rank_mod_p([[2,1],[4,2]], 9)
-    returns 2 although the matrix has rank 1 over Q (no reduction can raise a rank)."""
+    """Regression: rank_mod_p used to check only 2 < p < 2**21, not that p is prime.  With a
+    composite modulus the Fermat 'inverse' is wrong and the result meaningless:
+    rank_mod_p([[2,1],[4,2]], 9) returned 2 although the matrix has rank 1 over Q."""
     with pytest.raises(ValueError):
         rank_mod_p(np.array([[2, 1], [4, 2]]), p)
 
 
 def test_uint64_entries_above_2_63_are_reduced_exactly():
-    """BUG: _as_field casts integer input to int64 before reducing, so uint64 entries >= 2**63
-    wrap around: a multiple of p becomes a non-zero residue and the rank comes out too high."""
+    """Regression: _as_field cast integer input to int64 before reducing, so uint64 entries
+    >= 2**63 wrapped around: a multiple of p became a non-zero residue and the rank too high."""
     p = PRIMES[0]
     v = p * ((2**63) // p + 1)          # a multiple of p in [2**63, 2**64)
     assert 2**63 <= v < 2**64

@@ -1,9 +1,10 @@
 """The conv/linear rank engine (kernels/conv_rank.py, linear_rank.py, relu.py) against dense
 generic ranks of matrices built by tests/naive.py's explicit loops.
 
-Example budget (ARCHSCAN_TEST_SCALE scales it): about 1 400 random conv geometries in all --
-(a) 250 + 100 general/plain, (b) 150 + 60 hypothesis + 2 x 200 seeded, (c) 80, (f) 40, (g) 200 + 600
-seeded -- plus the linear layers of (e).  Unknowns C*H*W <= 400 throughout.
+Example budget (ARCHSCAN_TEST_SCALE scales it): about 1 960 random conv geometries in all --
+(a) 250 + 100, (b) 150 + 60 hypothesis and 2 x 200 seeded, grouped witness 80, (c) 80, (f) 40,
+(g) 200 hypothesis + 600 seeded -- 1 240 of them checked against a dense naive rank -- plus the
+linear layers of (e).  Unknowns C*H*W <= 400 throughout; the file runs in about a minute.
 """
 import zlib
 from unittest import mock
@@ -18,6 +19,13 @@ from archscan_kernels import (ConvGeometry, conv_ranks, forward_matrix, gradient
 from archscan_kernels import conv_rank
 
 import naive
+
+try:
+    from numba import config as _numba_config
+    JIT = not _numba_config.DISABLE_JIT
+except ImportError:  # pragma: no cover
+    JIT = False
+heavy_dense = pytest.mark.skipif(not JIT, reason="dense 3000+ column elimination: JIT only")
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.filter_too_much])
@@ -197,7 +205,12 @@ def test_worked_example_cnn6_d():
     with structured():
         s = conv_ranks(geom)
     assert s.stack.lo <= 3188 <= s.stack.hi and s.gradient.value == 1968
-    # one dense instance from the naive loops reaches the claimed ranks (it cannot exceed them)
+
+
+@heavy_dense
+def test_worked_example_cnn6_d_dense():
+    """One dense instance from the naive loops reaches the claimed ranks (it cannot exceed them)."""
+    geom = ConvGeometry(C=12, H=17, W=17, F=20, kh=3, kw=3, sh=2, sw=2, ph=1, pw=1)
     assert dense(geom, target=(3188, 1620, 1968)) == (3188, 1620, 1968)
 
 
@@ -207,6 +220,11 @@ def test_square_lenet_operator_has_full_exact_rank():
     r = conv_ranks(geom)
     assert r.forward.exact and r.forward.value == 3072 == r.unknowns
     assert r.stack.value == 3072
+
+
+@heavy_dense
+def test_square_lenet_operator_dense():
+    geom = ConvGeometry(C=3, H=32, W=32, F=12, kh=3, kw=3, sh=2, sw=2, ph=1, pw=1)
     rng = np.random.default_rng(3)
     p = naive.P20
     W = naive.naive_forward(geom, naive.random_ints(rng, (12, 3, 3, 3), p)) % p
@@ -286,10 +304,10 @@ def _dense_masked_rank(geom, keep, seed):
 
 
 def test_relu_p_determined_is_not_zero_when_masks_can_determine():
-    """BUG (kernels/relu.py, counting shortcut): relu_stats returns p_determined = 0.0 ("surely
-    not determined") whenever min(covered, active * rows_forward + rank K) < unknowns.  That
-    uses the *expected* number of active forward rows; a mask with more active rows than average
-    can still determine the input.  1x4x4, one 3x3 filter, padding 1, rho = 0.4: the counting
+    """Regression (fixed in e3009c5; kernels/relu.py counting shortcut): relu_stats returned
+    p_determined = 0.0 ("surely not determined") whenever min(covered, active * rows_forward +
+    rank K) < unknowns.  That uses the *expected* number of active forward rows; a mask with more
+    active rows than average can still determine the input.  1x4x4, one 3x3 filter, padding 1, rho = 0.4: the counting
     bound is 0.4*16 + 9 = 15.4 < 16, yet the all-active mask (probability 0.4**16 > 0) has rank
     16, and Monte Carlo with the naive matrices gives P(determined) ~ 0.25."""
     geom = ConvGeometry(C=1, H=4, W=4, F=1, kh=3, kw=3, ph=1, pw=1)
