@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import __version__
+from .cli_validate import add_validate_parser, run_validate
 from .errors import ArchscanError
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"archscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _scan_parser(sub)
+    add_validate_parser(sub)
     return parser
 
 
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ARCHSCAN_DEBUG") == "1"
     try:
-        return {"scan": run_scan}[args.command](args)
+        return {"scan": run_scan, "validate": run_validate}[args.command](args)
     except ArchscanError as e:
         if debug:
             raise
