@@ -31,7 +31,8 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
                for n in parametric_order(g)}
     t2 = time.perf_counter()
     state = propagate(g, systems, bn_train=options.bn_mode == "train")
-    report = _assemble(spec, options, traced, g, systems, state)
+    captured = _capture(loaded, options)
+    report = _assemble(spec, options, traced, g, systems, state, captured)
     report.timing.update({"trace_s": round(t1 - t0, 3), "ranks_s": round(t2 - t1, 3),
                           "total_s": round(time.perf_counter() - t0, 3)})
     return report
@@ -59,10 +60,21 @@ def _image(g, state):
     return name, g.nodes[name]["layer"], state.val.get(name, Val())
 
 
-def _assemble(spec, options, traced, g, systems, state) -> ScanReport:
+def _capture(loaded, options):
+    """With given weights: the layers' own values on a probe image, for conditioning."""
+    if not options.weights or loaded.module is None:
+        return None
+    from .capture import capture
+    from .prior import prior_images
+    probe = prior_images(tuple(options.input_shape), 1, options.seed)[0].reshape(options.input_shape)
+    return capture(loaded.module, probe)
+
+
+def _assemble(spec, options, traced, g, systems, state, captured=None) -> ScanReport:
+    from .conditioning import layer_conditioning
     order = list(systems.values())
     pull = {name: pullback_rows(s, systems) for name, s in systems.items()}
-    layers = [layer_record(s, state, pull[s.node.name]) for s in order]
+    layers = [layer_record(s, state, pull[s.node.name], layer_conditioning(s, captured)) for s in order]
     name, node, img = _image(g, state)
     via = systems.get(state.via.get(name))
     rows = state.layer_rank.get(via.node.name, (0, "-"))[1] if via else "-"

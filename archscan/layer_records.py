@@ -18,7 +18,7 @@ def layer_status(system, state) -> tuple[str, int, str]:
     return ("determined" if rank == system.unknowns else "partial"), rank, rows
 
 
-def layer_record(system, state, pull_rows: int) -> dict:
+def layer_record(system, state, pull_rows: int, conditioning: dict | None = None) -> dict:
     r, node = system.ranks, system.node
     status, used, rows = layer_status(system, state)
     return {
@@ -33,7 +33,7 @@ def layer_record(system, state, pull_rows: int) -> dict:
                      "max_gain": min(pull_rows, r.deficiency) if system.pullback_linear else 0},
         "relu": _relu(system.relu), "max_batch": system.max_batch,
         "attack": {"rows": rows, "rank": used, "deficiency": r.unknowns - used if used else r.unknowns},
-        "status": status, "seconds": round(system.seconds, 4),
+        "status": status, "conditioning": conditioning, "seconds": round(system.seconds, 4),
     }
 
 

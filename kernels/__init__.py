@@ -4,7 +4,7 @@ Installed from the repository's ``kernels/`` folder under the import name ``arch
 (an unrelated PyPI distribution owns the name ``kernels``).  No torch import anywhere here.
 """
 from .bounds import RankBound, generic_rank
-from .conditioning import condition_number, smallest_singular_values
+from .conditioning import condition_number, conditioning, smallest_singular_values
 from .conv_ops import channel_gradient_block, forward_matrix, gradient_matrix
 from .conv_rank import ConvRanks, conv_ranks
 from .geometry import ConvGeometry, covered_pixels
@@ -14,7 +14,7 @@ from .relu import ReluStats, relu_stats
 
 __all__ = [
     "PRIMES", "ConvGeometry", "ConvRanks", "RankBound", "ReluStats", "channel_gradient_block",
-    "condition_number", "conv_ranks", "covered_pixels", "forward_matrix", "generic_rank",
+    "condition_number", "conditioning", "conv_ranks", "covered_pixels", "forward_matrix", "generic_rank",
     "gradient_matrix", "linear_geometry", "linear_ranks", "rank_mod_p", "relu_stats",
     "smallest_singular_values",
 ]
