@@ -28,6 +28,7 @@ class State:
     grad: dict = field(default_factory=dict)
     via: dict = field(default_factory=dict)       # tensor -> parametric layer that determined it
     layer_rank: dict = field(default_factory=dict)  # parametric layer -> (rank used, rows used)
+    joint: dict = field(default_factory=dict)       # tensor -> (readers' ranks, (joint rank, exact))
 
     def improve(self, name: str, v: Val, via: str | None = None) -> bool:
         if v.key() > self.val.get(name, Val()).key():
@@ -90,7 +91,24 @@ def _backward_pass(g, order, systems, st, bn_train) -> bool:
                 st.grad[n] = True
                 changed = True
         changed |= _back_rule(g, layer, systems, st, bn_train)
+        changed |= _joint(g, n, systems, st)
     return changed
+
+
+def _joint(g, n, systems, st) -> bool:
+    """Stack the rows of every parametric layer reading tensor n (two branches on one image)."""
+    readers = [c for c in g.successors(n) if c in systems and st.layer_rank.get(c, (0,))[0] > 0]
+    if len(readers) < 2:
+        return False
+    from .joint import joint_rank
+    parts = [(systems[c], st.layer_rank[c][1], st.layer_rank[c][0]) for c in readers]
+    unknowns = parts[0][0].unknowns
+    key = tuple(sorted((c, st.layer_rank[c]) for c in readers))
+    if st.joint.get(n, (None,))[0] != key:
+        st.joint[n] = (key, joint_rank(parts, unknowns))
+    rank, _exact = st.joint[n][1]
+    d = unknowns - rank
+    return st.improve(n, Val(KNOWN) if d == 0 else Val(PARTIAL, d), via=readers[0])
 
 
 def _grad_known(g, n, st) -> bool:
