@@ -88,7 +88,7 @@ def _assemble(spec, options, traced, g, systems, state, captured=None) -> ScanRe
               **quality, "verdict": verdict(quality["leakage_score"])}
     model = {"spec": spec, "input_shape": list(shape), "class": traced.model_class,
              "trace_method": traced.method, "parametric_layers": len(order)}
-    found = findings(g, systems, state, layers, image, scores)
+    found = findings(g, systems, state, layers, image, scores, options.batch_size)
     return ScanReport(model=model, threat_model=options.threat_model(), layers=layers,
                       nodes=_node_list(g), image=image, scores=scores, coverage=coverage(g),
                       findings=found, timing={}, tool=tool_info(), created=now())

@@ -54,8 +54,10 @@ def coverage(g) -> dict:
     return counts
 
 
-def findings(g, systems, state, layers, image, scores) -> list:
+def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> list:
     out = []
+    if batch_size > 1:
+        out.extend(_batch_findings(layers, batch_size))
     if image["status"] == "determined":
         out.append(Finding("AS001", "error", f"the training image is fully determined by the shared "
                            f"gradients (via {image['via']}): exact reconstruction is possible",
@@ -99,4 +101,16 @@ def _layer_findings(rec) -> list:
         st = rec["ranks"]["stack"]
         out.append(Finding("AS101", "note", f"rank of {name} bounded in [{st['lo']}, {st['hi']}], not exact; "
                            "the upper bound is used (attacker-favourable)", name, src))
+    return out
+
+
+def _batch_findings(layers, batch_size: int) -> list:
+    """Scores are computed at batch 1 (the attacker-favourable case); say which layers a batch of
+    ``batch_size`` would push past what their gradient rows can separate."""
+    out = []
+    for rec in layers:
+        if rec["status"] in ("determined", "leak_source") and batch_size > rec["max_batch"]:
+            out.append(Finding("AS020", "note", f"at batch {batch_size} the gradient rows of {rec['name']} cannot "
+                               f"separate the samples (largest batch by count: {rec['max_batch']}); scores assume "
+                               "batch 1, the attacker-favourable case", rec["name"], rec["source"]))
     return out

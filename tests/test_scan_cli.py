@@ -116,3 +116,13 @@ def test_strict_mode_turns_unsupported_into_errors(capsys, monkeypatch, tmp_path
     monkeypatch.setenv("ARCHSCAN_STRICT", "1")
     code, _, err = run(capsys, "scan", f"{src}:N", "--input-shape", "1,8,8")
     assert code == 2 and "LayerNorm" in err
+
+
+def test_batch_size_is_recorded_and_flagged(capsys):
+    code, out, _ = run(capsys, "scan", f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--batch-size", "8",
+                       "--format", "json")
+    rep = json.loads(out)
+    assert code == 0 and rep["threat_model"]["batch_size"] == 8
+    flagged = {f["layer"] for f in rep["findings"] if f["rule_id"] == "AS020"}
+    assert flagged == {l["name"] for l in rep["layers"]
+                       if l["status"] in ("determined", "leak_source") and l["max_batch"] < 8}
