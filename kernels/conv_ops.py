@@ -11,48 +11,35 @@ from __future__ import annotations
 import numpy as np
 
 from .config import njit
-from .geometry import ConvGeometry, fold, tap_masks
+from .geometry import ConvGeometry, read_table, tap_masks
 
 
 @njit
-def _fill_forward(out, w, C, Cg, Fg, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, mode):
-    F = w.shape[0]
+def _fill_forward(out, w, pix, Cg, Fg, HW):
+    """Rows (f, u, v): out[f*HoWo + q, c*HW + pix[t, q]] += w[f, ci, t] for channels of f's group."""
+    F, nq = w.shape[0], pix.shape[1]
     for f in range(F):
         g0 = (f // Fg) * Cg
         for ci in range(Cg):
-            c = g0 + ci
-            for a in range(kh):
-                for b in range(kw):
-                    wv = w[f, ci, a, b]
-                    for u in range(Ho):
-                        h = fold(u * sh + a * dh - ph, H, mode)
-                        if h < 0:
-                            continue
-                        for v in range(Wo):
-                            x = fold(v * sw + b * dw - pw, W, mode)
-                            if x >= 0:
-                                out[(f * Ho + u) * Wo + v, (c * H + h) * W + x] += wv
+            for t in range(pix.shape[0]):
+                for q in range(nq):
+                    p = pix[t, q]
+                    if p >= 0:
+                        out[f * nq + q, (g0 + ci) * HW + p] += w[f, ci, t]
 
 
 @njit
-def _fill_gradient(out, g, chans, C, Cg, Fg, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, mode):
-    """Rows (f, ci, a, b) for the filters in g and input channels listed in ``chans``."""
-    F = g.shape[0]
-    nch = chans.shape[0]
-    for f in range(F):
+def _fill_gradient(out, g, chans, pix, HW):
+    """Rows (f, j, tap) for the gradient maps g (F, HoWo) and the input channels ``chans``."""
+    nt, nq, nch = pix.shape[0], pix.shape[1], chans.shape[0]
+    for f in range(g.shape[0]):
         for j in range(nch):
-            c = chans[j]
-            for a in range(kh):
-                for b in range(kw):
-                    row = ((f * nch + j) * kh + a) * kw + b
-                    for u in range(Ho):
-                        h = fold(u * sh + a * dh - ph, H, mode)
-                        if h < 0:
-                            continue
-                        for v in range(Wo):
-                            x = fold(v * sw + b * dw - pw, W, mode)
-                            if x >= 0:
-                                out[row, (c * H + h) * W + x] += g[f, u, v]
+            for t in range(nt):
+                row = (f * nch + j) * nt + t
+                for q in range(nq):
+                    p = pix[t, q]
+                    if p >= 0:
+                        out[row, chans[j] * HW + p] += g[f, q]
 
 
 def forward_matrix(geom: ConvGeometry, w: np.ndarray) -> np.ndarray:
@@ -61,7 +48,7 @@ def forward_matrix(geom: ConvGeometry, w: np.ndarray) -> np.ndarray:
     if w.shape != (geom.F, geom.Cg, geom.kh, geom.kw):
         raise ValueError(f"kernel shape {w.shape} does not match {geom}")
     out = np.zeros((geom.F * geom.Ho * geom.Wo, geom.unknowns))
-    _fill_forward(out, w, geom.C, geom.Cg, geom.Fg, *geom.params())
+    _fill_forward(out, w.reshape(geom.F, geom.Cg, -1), read_table(geom), geom.Cg, geom.Fg, geom.H * geom.W)
     return out
 
 
@@ -71,14 +58,13 @@ def gradient_matrix(geom: ConvGeometry, g: np.ndarray) -> np.ndarray:
     Row (f, ci, a, b) is the weight-gradient entry dw[f, ci, a, b]; its input channel is
     ``(f // (F/groups)) * (C/groups) + ci``.
     """
-    g = _check_grad(geom, g)
-    out = np.zeros((geom.F * geom.Cg * geom.kh * geom.kw, geom.unknowns))
+    g = _check_grad(geom, g).reshape(geom.F, -1)
+    pix, rows = read_table(geom), geom.Fg * geom.Cg * geom.kh * geom.kw
+    out = np.zeros((geom.groups * rows, geom.unknowns))
     for gi in range(geom.groups):
-        fs = slice(gi * geom.Fg, (gi + 1) * geom.Fg)
         chans = np.arange(gi * geom.Cg, (gi + 1) * geom.Cg, dtype=np.int64)
-        block = np.zeros((geom.Fg * geom.Cg * geom.kh * geom.kw, geom.unknowns))
-        _fill_gradient(block, g[fs], chans, geom.C, geom.Cg, geom.Fg, *geom.params())
-        out[gi * block.shape[0]:(gi + 1) * block.shape[0]] = block
+        _fill_gradient(out[gi * rows:(gi + 1) * rows], g[gi * geom.Fg:(gi + 1) * geom.Fg], chans, pix,
+                       geom.H * geom.W)
     return out
 
 
@@ -95,11 +81,9 @@ def channel_gradient_block(geom: ConvGeometry, g: np.ndarray) -> np.ndarray:
     K is block diagonal over input channels with this block repeated (per group), so
     rank(K) = sum over groups of Cg * rank(K_c).
     """
-    g = np.asarray(g, np.float64)
-    single = ConvGeometry(1, geom.H, geom.W, g.shape[0], geom.kh, geom.kw, geom.sh, geom.sw,
-                          geom.ph, geom.pw, geom.dh, geom.dw, 1, geom.padding_mode)
+    g = np.asarray(g, np.float64).reshape(len(g), -1)
     out = np.zeros((g.shape[0] * geom.kh * geom.kw, geom.H * geom.W))
-    _fill_gradient(out, g, np.zeros(1, np.int64), 1, 1, g.shape[0], *single.params())
+    _fill_gradient(out, g, np.zeros(1, np.int64), read_table(geom), geom.H * geom.W)
     return out
 
 

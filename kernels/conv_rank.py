@@ -18,13 +18,14 @@ Strategy (each step is exact or a proven bound; see docs/kernels.md):
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import dataclass
 
 import numpy as np
 
 from .bounds import RankBound, exact, generic_rank
 from .conv_blocks import component_builder, components, stack_builder
-from .geometry import ConvGeometry, covered_pixels, live_outputs
+from .geometry import ConvGeometry, live_outputs, tap_masks
 
 DENSE_MAX_COLS = 4096          # eliminate a whole group densely up to this many unknowns
 DENSE_MAX_ENTRIES = 40_000_000  # ... and this many matrix entries (320 MB of float64)
@@ -213,14 +214,6 @@ def conv_ranks(geom: ConvGeometry, draws: int = 2, seed: int = 0) -> ConvRanks:
     )
 
 
-_MASK_CACHE: dict = {}
-
-
+@lru_cache(maxsize=64)
 def _tap_masks_cached(geom: ConvGeometry) -> np.ndarray:
-    from .geometry import tap_masks
-    key = geom.params()
-    if key not in _MASK_CACHE:
-        if len(_MASK_CACHE) > 64:
-            _MASK_CACHE.clear()
-        _MASK_CACHE[key] = tap_masks(geom)
-    return _MASK_CACHE[key]
+    return tap_masks(geom)

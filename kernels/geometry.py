@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import njit
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -65,17 +64,8 @@ class ConvGeometry:
         return self.F // self.groups
 
     @property
-    def mode_id(self) -> int:
-        return PADDING_MODES.index(self.padding_mode)
-
-    @property
     def unknowns(self) -> int:
         return self.C * self.H * self.W
-
-    def params(self) -> tuple:
-        """The integers the numba kernels take, in a fixed order."""
-        return (self.H, self.W, self.Ho, self.Wo, self.kh, self.kw, self.sh, self.sw,
-                self.ph, self.pw, self.dh, self.dw, self.mode_id)
 
     def padded_entries(self) -> int:
         """P rows of the R-GAP formulation (padded positions kept as unknowns pinned to 0)."""
@@ -84,44 +74,43 @@ class ConvGeometry:
         return self.C * ((self.H + 2 * self.ph) * (self.W + 2 * self.pw) - self.H * self.W)
 
 
-@njit
-def fold(t, n, mode):
-    """Map a padded coordinate to the pixel it reads, or -1 for a zero-padded position."""
-    if 0 <= t < n:
-        return t
-    if mode == 0:
-        return -1
-    if mode == 1:  # reflect (edge not repeated)
-        period = 2 * (n - 1)
-        if period == 0:
-            return 0
-        t = t % period
-        return t if t < n else period - t
-    if mode == 2:  # replicate
-        return 0 if t < 0 else n - 1
-    return t % n  # circular
+def fold(t: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Map padded coordinates to the pixel each reads, or -1 for a zero-padded position (numpy)."""
+    t = np.asarray(t, np.int64)
+    inside = (t >= 0) & (t < n)
+    if mode == "zeros":
+        return np.where(inside, t, -1)
+    if mode == "reflect":  # edge not repeated
+        period = max(2 * (n - 1), 1)
+        r = np.mod(t, period)
+        return np.where(inside, t, np.where(r < n, r, period - r)) if n > 1 else np.zeros_like(t)
+    if mode == "replicate":
+        return np.clip(t, 0, n - 1)
+    return np.mod(t, n)  # circular
 
 
-@njit
-def _tap_masks(H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, mode):
-    """masks[a*kw+b, h, w] = True when tap (a, b) reads pixel (h, w) for some output."""
-    masks = np.zeros((kh * kw, H, W), np.bool_)
-    for a in range(kh):
-        for b in range(kw):
-            for u in range(Ho):
-                h = fold(u * sh + a * dh - ph, H, mode)
-                if h < 0:
-                    continue
-                for v in range(Wo):
-                    w = fold(v * sw + b * dw - pw, W, mode)
-                    if w >= 0:
-                        masks[a * kw + b, h, w] = True
-    return masks
+def read_table(geom: ConvGeometry) -> np.ndarray:
+    """pix[a*kw+b, u*Wo+v] = flat pixel h*W+w that tap (a, b) reads at output (u, v), or -1.
+
+    Every operator builder reads its incidences from this one table, so padding modes, stride and
+    dilation are handled in exactly one place.
+    """
+    u, v = np.arange(geom.Ho), np.arange(geom.Wo)
+    a, b = np.arange(geom.kh), np.arange(geom.kw)
+    hmap = fold(u[None, :] * geom.sh + a[:, None] * geom.dh - geom.ph, geom.H, geom.padding_mode)
+    wmap = fold(v[None, :] * geom.sw + b[:, None] * geom.dw - geom.pw, geom.W, geom.padding_mode)
+    h, w = hmap[:, None, :, None], wmap[None, :, None, :]
+    pix = np.where((h >= 0) & (w >= 0), h * geom.W + w, -1)
+    return np.ascontiguousarray(pix.reshape(geom.kh * geom.kw, geom.Ho * geom.Wo))
 
 
 def tap_masks(geom: ConvGeometry) -> np.ndarray:
     """Boolean (kh*kw, H, W): which pixels each kernel tap reads."""
-    return _tap_masks(*geom.params())
+    pix = read_table(geom)
+    masks = np.zeros((pix.shape[0], geom.H * geom.W), bool)
+    taps, _ = np.nonzero(pix >= 0)
+    masks[taps, pix[pix >= 0]] = True
+    return masks.reshape(-1, geom.H, geom.W)
 
 
 def covered_pixels(geom: ConvGeometry) -> np.ndarray:
@@ -129,21 +118,6 @@ def covered_pixels(geom: ConvGeometry) -> np.ndarray:
     return tap_masks(geom).any(axis=0)
 
 
-@njit
-def _row_hits(H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, dh, dw, mode):
-    """hits[u, v] = True when output (u, v)'s window reads at least one real pixel."""
-    hits = np.zeros((Ho, Wo), np.bool_)
-    for u in range(Ho):
-        for v in range(Wo):
-            for a in range(kh):
-                if fold(u * sh + a * dh - ph, H, mode) < 0:
-                    continue
-                for b in range(kw):
-                    if fold(v * sw + b * dw - pw, W, mode) >= 0:
-                        hits[u, v] = True
-    return hits
-
-
 def live_outputs(geom: ConvGeometry) -> int:
     """Output positions whose window reads a real pixel (the others are zero forward rows)."""
-    return int(_row_hits(*geom.params()).sum())
+    return int((read_table(geom) >= 0).any(axis=0).sum())
