@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 
 def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, plot_path: str | None = None) -> dict:
     rows = []
-    for e in read_manifest(path, include_slow):
+    entries = read_manifest(path, include_slow)
+    for i, e in enumerate(entries, 1):
+        if sys.stderr.isatty():
+            print(f"[{i}/{len(entries)}] {e['spec']}", file=sys.stderr, flush=True)
         scan_opts = dataclasses.replace(opts.scan, input_shape=tuple(e["input_shape"]),
                                         num_classes=e.get("num_classes"))
         rep = validate(e["resolved"], dataclasses.replace(opts, scan=scan_opts))
