@@ -16,6 +16,7 @@ Conventions (stated once, used everywhere):
 """
 from __future__ import annotations
 
+import abc
 import copy
 import time
 from dataclasses import dataclass, field, replace
@@ -123,8 +124,8 @@ class Reconstruction:
     info: dict = field(default_factory=dict)
 
 
-class Attack:
-    """Base class: subclasses set ``name`` and ``defaults`` and implement ``_run``."""
+class Attack(abc.ABC):
+    """Abstract base class: subclasses set ``name`` and ``defaults`` and implement ``_run``."""
 
     name = "base"
     defaults: dict = {}
@@ -165,9 +166,9 @@ class Attack:
         """Reason to skip a summed-gradient batch, if the attack cannot handle one."""
         return None
 
+    @abc.abstractmethod
     def _run(self, target: Target, seed: int):
         """Return ``(images, iterations, labels, info)``; implemented by subclasses."""
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
