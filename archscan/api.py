@@ -32,7 +32,7 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
     t2 = time.perf_counter()
     state = propagate(g, systems, bn_train=options.bn_mode == "train")
     captured = _capture(loaded, options)
-    report = _assemble(spec, options, traced, g, systems, state, captured)
+    report = _assemble(spec, options, traced, g, systems, state, captured, loaded)
     report.timing.update({"trace_s": round(t1 - t0, 3), "ranks_s": round(t2 - t1, 3),
                           "total_s": round(time.perf_counter() - t0, 3)})
     return report
@@ -70,7 +70,30 @@ def _capture(loaded, options):
     return capture(loaded.module, probe)
 
 
-def _assemble(spec, options, traced, g, systems, state, captured=None) -> ScanReport:
+def _local(loaded, options, shape, chain_quality) -> dict | None:
+    """The Jacobian identifiability step: always with --local on; in auto mode when the chain
+    analysis does not already find the image determined (and within the time budget)."""
+    if options.local == "off" or loaded is None or loaded.module is None:
+        return None
+    if options.local == "auto" and chain_quality["leakage_score"] >= config.VERDICT_LEAKS:
+        return None
+    from .identifiability import local_identifiability
+    from .prior import prior_images
+    from .scores import local_quality
+    image = prior_images(shape, 1, options.seed)[0].reshape(shape)
+    budget = float("inf") if options.local == "on" else options.local_budget
+    res = local_identifiability(loaded.module, image, budget, options.seed, train=options.bn_mode == "train",
+                                tau=config.LOCAL_TAU)
+    out = {"rank": res.rank, "unknowns": res.unknowns, "deficiency": res.unknowns - res.rank if not res.skipped else None,
+           "gap": res.gap, "sigma_min_ratio": res.sigma_min_ratio, "tau": config.LOCAL_TAU,
+           "seconds": round(res.seconds, 2), "skipped": res.skipped, "method": "numerical rank of S J, J = d grads / d image"}
+    if not res.skipped:
+        out["quality"] = local_quality(res, shape, options.seed)
+        out["leakage_score"] = out["quality"]["leakage_score"]
+    return out
+
+
+def _assemble(spec, options, traced, g, systems, state, captured=None, loaded=None) -> ScanReport:
     from .conditioning import layer_conditioning
     order = list(systems.values())
     pull = {name: pullback_rows(s, systems) for name, s in systems.items()}
@@ -80,12 +103,16 @@ def _assemble(spec, options, traced, g, systems, state, captured=None) -> ScanRe
     rows = state.layer_rank.get(via.node.name, (0, "-"))[1] if via else "-"
     shape = node.out_shape[1:] if node.out_shape else options.input_shape
     quality = predicted_quality(img, via, rows, tuple(shape), options.seed)
+    local = _local(loaded, options, tuple(shape), quality)
+    if local and local.get("quality") and local["quality"]["leakage_score"] > quality["leakage_score"]:
+        quality = {**local["quality"], "chain_leakage_score": quality["leakage_score"]}
     status = "determined" if img.level == KNOWN else ("blocked" if img.level == UNKNOWN else "partial")
     image = {"status": status, "unknowns": node.out_size, "deficiency": node.out_size if img.level == UNKNOWN else img.d,
              "via": via.node.module_path or via.node.name if via else None, "relu_masked": img.masked}
     scores = {"copa_index": copa_index([l["deficiency"] for l in layers]),
               "ra_index": ra_index([(s.unknowns, s.ranks.rows_gradient, s.ranks.rows_forward) for s in order]),
-              **quality, "verdict": verdict(quality["leakage_score"])}
+              **quality, "verdict": verdict(quality["leakage_score"]),
+              "local": {k: v for k, v in local.items() if k != "quality"} if local else None}
     model = {"spec": spec, "input_shape": list(shape), "class": traced.model_class,
              "trace_method": traced.method, "parametric_layers": len(order)}
     found = findings(g, systems, state, layers, image, scores, options.batch_size)
@@ -102,3 +129,15 @@ def _node_list(g) -> list:
                     "module_path": layer.module_path, "outcome": layer.outcome,
                     "reason": layer.reason, "source": relpath(layer.source)})
     return out
+
+
+def compare(specs: list, options: config.ScanOptions, on_model=None) -> dict:
+    """Scan several models under the same options; one comparison record (see ``archscan.compare``)."""
+    from .compare import compare as _compare
+    return _compare(list(specs), options, on_model)
+
+
+def gate(report: dict, fail_under: float | None = None, fail_on: str | None = None, baseline: dict | None = None):
+    """Apply a gate policy to a report dict (``scan(...).to_dict()``): a ``policy.GateResult``."""
+    from .policy import Policy, evaluate
+    return evaluate(report, Policy(fail_under=fail_under, fail_on=fail_on, baseline=baseline))

@@ -24,6 +24,8 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--labels", choices=("known", "inferred"), default="inferred")
     p.add_argument("--bn-mode", choices=("eval", "train"), default="eval")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--local", choices=("auto", "on", "off"), default="off",
+                   help="the prediction includes scan's Jacobian identifiability step (slow)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--output", help="a folder: report.json/.txt, grid.png (or scatter.png) go there")
     p.add_argument("--debug", action="store_true")
@@ -39,7 +41,7 @@ def _options(args):
         raise InputError("--images: need at least one image")
     scan = ScanOptions(input_shape=parse_shape(args.input_shape), num_classes=args.num_classes,
                        labels=args.labels, bn_mode=args.bn_mode, seed=args.seed, weights=args.weights,
-                       model_args=parse_model_args(args.model_arg))
+                       model_args=parse_model_args(args.model_arg), local=args.local)
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])
     return ValidateOptions(scan=scan, attacks=attacks, images=source, n_images=n, device=args.device, fast=args.fast)
 

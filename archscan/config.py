@@ -8,6 +8,8 @@ VERDICT_PARTIAL = 0.25    # at or above (and below LEAKS): a substantial part is
 PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
 DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
 PSNR_CAP = 150.0          # float64 round-off floor for a determined image
+LOCAL_TAU = 1e-3          # Jacobian directions below tau * sigma_max count as unrecoverable by optimisation
+LOCAL_BUDGET_S = 60.0     # time budget of the local-identifiability step (auto mode skips beyond it)
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class ScanOptions:
     draws: int = 2
     weights: str | None = None
     model_args: dict = field(default_factory=dict)
+    local: str = "off"                # "auto" | "on" | "off": Jacobian identifiability step
+    local_budget: float = LOCAL_BUDGET_S
 
     def threat_model(self) -> dict:
         d = asdict(self)
@@ -31,5 +35,6 @@ class ScanOptions:
             "batch_size": d["batch_size"], "labels": d["labels"],
             "weights": "given" if self.weights else "generic", "bn_mode": d["bn_mode"],
             "relu_active_fraction": d["relu_active"], "seed": d["seed"], "rank_draws": d["draws"],
+            "local_identifiability": d["local"],
             "attacker": "knows the architecture, every weight and every shared gradient",
         }

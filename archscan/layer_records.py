@@ -58,6 +58,11 @@ def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> l
     out = []
     if batch_size > 1:
         out.extend(_batch_findings(layers, batch_size))
+    local = scores.get("local")
+    if scores["verdict"] != "LEAKS" and (local is None or local.get("skipped")):
+        out.append(Finding("AS030", "note", "this verdict comes from the layer-by-layer chain; optimisation "
+                           "attacks (DLG, Inverting Gradients) solve the whole system and may recover more: "
+                           "run with --local on to measure what they can see", None, None))
     if image["status"] == "determined":
         out.append(Finding("AS001", "error", f"the training image is fully determined by the shared "
                            f"gradients (via {image['via']}): exact reconstruction is possible",

@@ -79,3 +79,15 @@ def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> dict:
     psnr = config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
     return {"leakage_score": round(score, 6), "predicted_mse": mse, "predicted_psnr": round(psnr, 3),
             "prediction_method": how, "prior_images": int(X.shape[0])}
+
+
+def local_quality(result, shape, seed: int) -> dict:
+    """Leakage score and predicted PSNR from the Jacobian's weak directions (identifiability.py)."""
+    X = prior_images(tuple(shape), config.PRIOR_IMAGES, seed)
+    lost = ((X @ result.weak_basis) ** 2).sum(axis=1)
+    score = float(np.clip(1.0 - lost.sum() / (X ** 2).sum(), 0.0, 1.0))
+    mse = float(lost.mean() / X.shape[1])
+    psnr = config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
+    return {"leakage_score": round(score, 6), "predicted_mse": mse, "predicted_psnr": round(psnr, 3),
+            "prediction_method": f"local identifiability: {result.weak_basis.shape[1]} directions below "
+                                 f"tau * sigma_max of d(gradients)/d(image)", "prior_images": int(X.shape[0])}
