@@ -15,8 +15,8 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--num-classes", type=int)
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--weights")
-    p.add_argument("--attacks", default="analytic,rgap,hybrid,ig",
-                   help="comma-separated: analytic, rgap, hybrid, ig, dlg")
+    p.add_argument("--attacks", default="analytic,rgap,hybrid,ig,april",
+                   help="comma-separated: analytic, rgap, hybrid, ig, dlg, april")
     p.add_argument("--images", default="4", help="a number of bundled photos, a folder of PNG/JPEG, or 'synthetic'")
     p.add_argument("--n-images", type=int, default=None, help="with --images DIR/synthetic: how many")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -55,7 +55,7 @@ def _psnr(rec, x) -> float:
 
 
 def test_registry_and_unknown_names():
-    assert set(ATTACKS) == {"analytic", "rgap", "hybrid", "ig", "dlg"}
+    assert set(ATTACKS) == {"analytic", "rgap", "hybrid", "ig", "dlg", "april"}
     assert get_attack("rgap").name == "rgap"
     with pytest.raises(ValueError, match="unknown attack 'nope'; choose from"):
         get_attack("nope")
@@ -163,11 +163,14 @@ def test_determined_cnn_has_full_rank_systems():
 def test_rgap_recovers_determined_cnn():
     x = _image()
     target = _target(determined_cnn(), x)
-    rec = get_attack("rgap").reconstruct(target, seed=0)
+    rec = get_attack("rgap", solver="lsqr").reconstruct(target, seed=0)
     dense = get_attack("rgap", solver="dense").reconstruct(target, seed=0)
-    assert _psnr(rec, x) >= 60 and _psnr(dense, x) >= 60
+    auto = get_attack("rgap").reconstruct(target, seed=0)  # default: dense for small layers
+    assert _psnr(rec, x) >= 60 and _psnr(dense, x) >= 60 and _psnr(auto, x) >= 60
     assert (rec.images - dense.images).abs().max() < 1e-6  # matrix-free LSQR == dense lstsq
+    assert (auto.images - dense.images).abs().max() < 1e-9
     assert rec.iterations > 0 and rec.settings["solver"] == "lsqr" and rec.settings["seed"] == 0
+    assert auto.settings["solver"] == "auto"
     assert all(layer["residual"] < 1e-8 for layer in rec.info["layers"][0])
 
 

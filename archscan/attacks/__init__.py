@@ -4,14 +4,18 @@ Every attack takes a :class:`~archscan.attacks.base.Target` (model, shared gradi
 labels) and returns a :class:`~archscan.attacks.base.Reconstruction`:
 
 * ``analytic`` - exact division through a Linear-with-bias layer reading the image;
-* ``rgap``     - R-GAP recursive closed form for chain models (ReLU handled as in R-CONV);
+* ``rgap``     - R-GAP recursive closed form for chain models and concatenated conv branches
+  (ReLU handled as in R-CONV);
 * ``hybrid``   - R-GAP refined per layer by gradient matching (Chen & Campbell 2022);
 * ``ig``       - Inverting Gradients (cosine matching + TV, Adam);
-* ``dlg``      - DLG / iDLG (L2 matching, L-BFGS).
+* ``dlg``      - DLG / iDLG (L2 matching, L-BFGS);
+* ``april``    - APRIL: a positional embedding's gradient gives the patch-embedding conv's output
+  gradient, whose weight gradient then determines the image.
 """
 from __future__ import annotations
 
 from .analytic import AnalyticAttack, infer_labels, linear_input
+from .april import AprilAttack
 from .base import Attack, Reconstruction, Target, make_target, observe_gradients
 from .dlg import DLG
 from .hybrid import HybridAttack
@@ -24,6 +28,7 @@ ATTACKS = {
     "hybrid": HybridAttack,
     "ig": InvertingGradients,
     "dlg": DLG,
+    "april": AprilAttack,
 }
 
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .analytic import param_key
-from .base import cosine_distance, make_generator, total_variation
-from .rgap import Chain, LayerSystem, RGAPAttack, run_steps, solve_layer
+from .base import cosine_distance, make_generator, prepare_model, total_variation
+from .rgap import Chain, LayerSystem, RGAPAttack, build_chain, run_steps, solve_layer, trace_chain
 
 _RANGES = {"relu": (0.0, None), "softplus": (0.0, None), "tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
 
@@ -140,6 +140,14 @@ class HybridAttack(RGAPAttack):
     name = "hybrid"
     defaults = {**RGAPAttack.defaults, "image_start": 0.5, "iterations": 200, "lr": 0.2, "tv": 0.3,
                 "residual_weight": 1.0, "hidden_residual_weight": 1e4, "determined_tol": 1e-6}
+
+    def applicable(self, model, input_shape: tuple | None = None) -> str | None:
+        """R-GAP's conditions, restricted to chains (the refinement re-runs the chain above a layer)."""
+        if input_shape is None:
+            traced = trace_chain(model)
+            return traced if isinstance(traced, str) else None
+        chain = build_chain(prepare_model(model, next(model.parameters()).device, torch.float64), input_shape)
+        return chain if isinstance(chain, str) else None
 
     def _run(self, target, seed: int, refine_factory=None):
         """R-GAP's run with the refinement hook installed."""

@@ -32,6 +32,7 @@ class LayerSystem:
 
     def __init__(self, step: Step, z, known, g, dW):
         self.step, self.known, self.g = step, known.to(z.dtype), g
+        self.z, self.dW = z, dW
         self.x_shape = (1, *step.in_shape)
         mod = step.module
         if step.kind == "conv":
@@ -121,6 +122,35 @@ class LayerSystem:
                 v = w / max(float(w.norm()), 1e-300)
             weights.append(1.0 / math.sqrt(norm) if norm > 0 else 0.0)
         return tuple(weights)
+
+    def group_parts(self):
+        """Independent subsystems of a grouped conv: ``[(system, channel slice of x)]`` or None.
+
+        Output channels of group ``k`` (their forward rows and their weight-gradient rows) read
+        only the input channels of group ``k``, so the layer's system is block diagonal: each
+        block is solved on its own (small enough for a dense solve where the whole is not).
+        """
+        mod = self.step.module
+        if self.step.kind != "conv" or mod.groups == 1:
+            return None
+        G, (C, H, W) = mod.groups, self.step.in_shape
+        cg, fg = C // G, mod.out_channels // G
+        z, dW, parts = self.z, self.dW, []
+        for k in range(G):
+            out = slice(k * fg, (k + 1) * fg)
+            sub = nn.Conv2d(cg, fg, mod.kernel_size, mod.stride, mod.padding, mod.dilation, 1,
+                            mod.bias is not None, mod.padding_mode, device=mod.weight.device,
+                            dtype=mod.weight.dtype)
+            with torch.no_grad():
+                sub.weight.copy_(mod.weight[out])
+                if mod.bias is not None:
+                    sub.bias.copy_(mod.bias[out])
+            step = Step("conv", f"{self.step.name}[group {k}]", sub, in_shape=(cg, H, W),
+                        out_shape=(fg, *self.step.out_shape[1:]))
+            known = self.known[:, out] > 0
+            parts.append((LayerSystem(step, z[:, out], known, self.g[:, out], dW[out]),
+                          slice(k * cg, (k + 1) * cg)))
+        return parts
 
     @torch.no_grad()
     def residual(self, x) -> float:

@@ -37,8 +37,9 @@ from .activations import act_forward, act_inverse, act_slope
 from .analytic import head_labels, infer_labels, linear_input, param_key
 from .base import Attack, Target, gradients_as, prepare_model
 from .chain import Chain, Step, build_chain, run_steps, trace_chain
+from .dag import Dag, build_dag, dag_recursion, trace_dag
 from .layer_system import LayerSystem
-from .solvers import dense_matrix, dense_solve, lsqr
+from .solvers import dense_matrix, dense_solve, lsqr, solve_system
 
 __all__ = ["Chain", "LayerSystem", "RGAPAttack", "State", "Step", "act_forward", "act_inverse",
            "act_slope", "build_chain", "dense_matrix", "dense_solve", "descend_elementwise",
@@ -129,10 +130,7 @@ def solve_layer(system: LayerSystem, settings: dict, x0: torch.Tensor | None = N
     """Least-squares input of one layer: ``(x, iterations)`` with the chosen solver."""
     if x0 is None:
         x0 = torch.zeros(system.x_shape, dtype=system.g.dtype, device=system.g.device)
-    if settings["solver"] == "dense":
-        return dense_solve(system, x0), 0
-    return lsqr(system.apply, system.apply_t, system.rhs_flat(), x0, settings["max_iter"],
-                settings["tol"], settings["tol"])
+    return solve_system(system, settings, x0)
 
 
 def _linear_start(system: LayerSystem, dW: torch.Tensor):
@@ -206,23 +204,41 @@ def _recursion(chain: Chain, grads: dict, label: int | None, settings: dict, ref
 class RGAPAttack(Attack):
     """R-GAP on chain models (Conv2d/Linear + invertible activations or ReLU, Linear head).
 
-    Settings: ``solver`` (``"lsqr"`` matrix-free, or ``"dense"`` explicit SVD least squares for
-    small layers / cross-checks), ``max_iter`` and ``tol`` (LSQR), ``relu_tol`` (relative level
+    Concatenated conv branches (a DAG, :mod:`.dag`) are handled too: a tensor read by several
+    layers is solved from all their rows stacked.
+
+    Settings: ``solver`` (``"auto"``: grouped convs split into their independent groups and every
+    system of at most ``dense_max`` unknowns solved densely, LSQR above; ``"lsqr"`` matrix-free;
+    ``"dense"`` explicit SVD least squares for small layers / cross-checks), ``max_iter`` and ``tol`` (LSQR), ``relu_tol`` (relative level
     below which a recovered ReLU output counts as zero), ``image_start`` (the image-layer solution
     is the least-squares solution closest to this constant image: 0 gives the minimum-norm
     solution the static prediction assumes).  Arithmetic is float64 always.
     """
 
     name = "rgap"
-    defaults = {"solver": "lsqr", "max_iter": 5000, "tol": 1e-14, "relu_tol": 1e-9, "image_start": 0.0}
+    defaults = {"solver": "auto", "dense_max": 1024, "max_iter": 5000, "tol": 1e-14, "relu_tol": 1e-9,
+                "image_start": 0.0}
 
     def applicable(self, model: nn.Module, input_shape: tuple | None = None) -> str | None:
-        """None for a chain model R-GAP can invert, else why it is skipped."""
+        """None for a chain (or concatenated-branch DAG) model R-GAP can invert, else why not."""
         if input_shape is None:
             traced = trace_chain(model)
-            return traced if isinstance(traced, str) else None
-        chain = build_chain(prepare_model(model, next(model.parameters()).device, torch.float64), input_shape)
-        return chain if isinstance(chain, str) else None
+            if isinstance(traced, str):
+                dag = trace_dag(model)
+                return traced if isinstance(dag, str) else None
+            return None
+        found = self._structure(prepare_model(model, next(model.parameters()).device, torch.float64),
+                                input_shape)
+        return found if isinstance(found, str) else None
+
+    @staticmethod
+    def _structure(model: nn.Module, input_shape: tuple):
+        """The model's :class:`Chain`, else its :class:`~.dag.Dag`, else the chain's reason."""
+        chain = build_chain(model, input_shape)
+        if not isinstance(chain, str):
+            return chain
+        dag = build_dag(model, input_shape)
+        return chain if isinstance(dag, str) else dag
 
     def _batch_reason(self, target: Target) -> str | None:
         """The recursion needs one image per gradient."""
@@ -233,13 +249,16 @@ class RGAPAttack(Attack):
     def _run(self, target: Target, seed: int, refine_factory=None):
         """Recursion per independent problem, in float64 on the target's device."""
         model = prepare_model(target.model, target.device, torch.float64)
-        chain = build_chain(model, target.input_shape)
+        chain = self._structure(model, target.input_shape)
         images, labels, layers, iterations = [], [], [], 0
         for index, prob in enumerate(target.problems()):
             grads = gradients_as(prob, torch.float64)
             label = head_labels(prob, grads, 1)
-            refine = None if refine_factory is None else refine_factory(chain, grads, label, seed + index)
-            image, iters, info = rgap_recursion(chain, grads, int(label[0]), self.settings, refine)
+            if isinstance(chain, Dag):  # concatenated branches: no per-layer refinement hook
+                image, iters, info = dag_recursion(chain, grads, int(label[0]), self.settings)
+            else:
+                refine = None if refine_factory is None else refine_factory(chain, grads, label, seed + index)
+                image, iters, info = rgap_recursion(chain, grads, int(label[0]), self.settings, refine)
             images.append(image)
             labels.append(label)
             layers.append(info)

@@ -9,7 +9,6 @@ import math
 
 import torch
 
-from .layer_system import LayerSystem
 
 
 def lsqr(apply, apply_t, b: torch.Tensor, x0: torch.Tensor, max_iter: int = 5000,
@@ -74,14 +73,31 @@ def _lsqr_done(rnorm, arnorm, anorm, bnorm, xnorm, atol, btol, alpha, beta) -> b
     return arnorm <= atol * anorm * rnorm
 
 
-def dense_matrix(system: LayerSystem) -> torch.Tensor:
-    """Explicit ``U`` (rows x unknowns), column by column: only for small layers / cross-checks."""
+def dense_matrix(system) -> torch.Tensor:
+    """Explicit ``U`` (rows x unknowns): only for small layers / cross-checks.
+
+    Columns are ``U e_i``, computed in chunks with ``torch.func.vmap`` (a loop where an operator
+    does not vectorise); the matrix is cached on the system (the hybrid attack solves twice).
+    """
+    cached = getattr(system, "_dense_cache", None)
+    if cached is not None:
+        return cached
     n = math.prod(system.x_shape)
     eye = torch.eye(n, dtype=system.g.dtype, device=system.g.device)
-    return torch.stack([system.apply(eye[i].view(system.x_shape)) for i in range(n)], dim=1)
+    shape = system.x_shape
+
+    def column(e):
+        return system.apply(e.view(shape))
+
+    try:
+        cols = torch.func.vmap(column, chunk_size=256)(eye)
+    except Exception:  # noqa: BLE001 - an operator without a batching rule: one column at a time
+        cols = torch.stack([column(eye[i]) for i in range(n)])
+    system._dense_cache = cols.T.contiguous()
+    return system._dense_cache
 
 
-def dense_solve(system: LayerSystem, x0: torch.Tensor) -> torch.Tensor:
+def dense_solve(system, x0: torch.Tensor) -> torch.Tensor:
     """Least-squares solution closest to ``x0``, with an explicit matrix (SVD-based)."""
     U, V = dense_matrix(system), system.rhs_flat() - system.apply(x0)
     if U.device.type == "cpu":
@@ -90,3 +106,33 @@ def dense_solve(system: LayerSystem, x0: torch.Tensor) -> torch.Tensor:
         sol = torch.linalg.pinv(U) @ V
     return x0 + sol.view(system.x_shape)
 
+
+def dense_fits(system, settings: dict) -> bool:
+    """True when ``settings`` allow an explicit matrix for ``system`` (unknowns and entries)."""
+    n = math.prod(system.x_shape)
+    rows = system.rhs_flat().numel()
+    return n <= settings.get("dense_max", 0) and n * rows <= settings.get("dense_entries", 3e7)
+
+
+def solve_system(system, settings: dict, x0: torch.Tensor):
+    """Least-squares input of one system: ``(x, iterations)``.
+
+    ``solver``: ``"lsqr"`` (matrix-free), ``"dense"`` (explicit SVD least squares) or ``"auto"``:
+    a grouped conv is split into its independent per-group blocks, and every block (or
+    ungrouped system) with at most ``dense_max`` unknowns is solved densely, exactly whatever its
+    conditioning (a single-channel dilated 3x3 conv can have a condition number of 1e8, out of
+    LSQR's reach in any sensible number of iterations); larger ones use LSQR.
+    """
+    solver = settings.get("solver", "lsqr")
+    parts = system.group_parts() if solver == "auto" and hasattr(system, "group_parts") else None
+    if parts:
+        xs, iterations = [], 0
+        for sub, channels in parts:
+            x, it = solve_system(sub, settings, x0[:, channels])
+            xs.append(x)
+            iterations += it
+        return torch.cat(xs, dim=1), iterations
+    if solver == "dense" or (solver == "auto" and dense_fits(system, settings)):
+        return dense_solve(system, x0), 0
+    return lsqr(system.apply, system.apply_t, system.rhs_flat(), x0, settings["max_iter"],
+                settings["tol"], settings["tol"])
