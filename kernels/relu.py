@@ -61,8 +61,8 @@ def _sampled_exact(geom, active, samples, seed) -> ReluStats:
 
 
 def _counting(geom, ranks: ConvRanks, active) -> ReluStats:
-    """E[rank] <= min(covered, rho * forward rows + rank K) (Jensen: min is concave).  Only when
-    even the all-active mask cannot reach the unknowns is the layer surely undetermined (P = 0)."""
+    """E[rank] <= min(covered, rho * forward rows + rank K) (Jensen: min is concave).  Masking only
+    removes rows and zeroes entries, so when even the unmasked stack is deficient P = 0."""
     hi = min(ranks.covered, active * ranks.rows_forward + ranks.gradient.value)
-    certain = min(ranks.covered, ranks.rows_forward + ranks.gradient.value) < geom.unknowns
+    certain = ranks.stack.hi < geom.unknowns  # a masked system never exceeds the unmasked stack
     return ReluStats(active, 0, 0.0, float(hi), 0.0 if certain else None, False)
