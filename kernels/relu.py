@@ -63,6 +63,6 @@ def _sampled_exact(geom, active, samples, seed) -> ReluStats:
 def _counting(geom, ranks: ConvRanks, active) -> ReluStats:
     """E[rank] <= min(covered, rho * forward rows + rank K) (Jensen: min is concave).  Masking only
     removes rows and zeroes entries, so when even the unmasked stack is deficient P = 0."""
-    hi = min(ranks.covered, active * ranks.rows_forward + ranks.gradient.value)
+    hi = min(ranks.stack.hi, ranks.covered, active * ranks.rows_forward + ranks.gradient.value)
     certain = ranks.stack.hi < geom.unknowns  # a masked system never exceeds the unmasked stack
     return ReluStats(active, 0, 0.0, float(hi), 0.0 if certain else None, False)
