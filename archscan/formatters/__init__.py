@@ -1,10 +1,15 @@
-"""One renderer per output format, all over the same report dict."""
-from . import json_format, text
+"""One renderer per output format, all over the same report dict (``render(report, stream)``)."""
+from . import html, json_format, junit, markdown, sarif, text
 
-FORMATTERS = {"text": text.render, "json": json_format.render}
+FORMATTERS = {"text": text.render, "json": json_format.render, "sarif": sarif.render, "junit": junit.render,
+              "markdown": markdown.render, "html": html.render}
 
 
-def render(report: dict, fmt: str, stream) -> None:
+def render(report: dict, fmt: str, stream, quiet: bool = False) -> None:
+    """Write ``report`` as ``fmt``; ``quiet`` shortens the text format to the verdict and the gate."""
     if fmt not in FORMATTERS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATTERS)}")
-    FORMATTERS[fmt](report, stream)
+    if fmt == "text":
+        text.render(report, stream, quiet=quiet)
+    else:
+        FORMATTERS[fmt](report, stream)

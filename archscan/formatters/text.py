@@ -1,7 +1,16 @@
-"""A torchinfo-like table plus a summary; plain text, fixed-width."""
+"""A torchinfo-like table plus a summary; plain text, fixed-width.
+
+On a terminal (``stream.isatty()``, ``NO_COLOR`` unset, ``TERM`` not ``dumb``) the table is drawn
+with ``rich`` when it is installed and with ANSI colours otherwise; piped output is plain.
+``quiet`` keeps the verdict line and the gate.
+"""
 from __future__ import annotations
 
+import os
+
 COLUMNS = ("layer", "type", "in -> out", "unknowns", "rows W/K/P", "rank", "defic.", "attack rows", "status")
+STATUS_COLOUR = {"determined": "31", "leak_source": "31", "partial": "33", "blocked": "32",
+                 "LEAKS": "1;31", "PARTIAL": "1;33", "RESISTANT": "1;32", "FAILED": "1;31", "passed": "1;32"}
 
 
 def _rank(layer: dict) -> str:
@@ -20,13 +29,26 @@ def _row(l: dict) -> tuple:
             f"{l['attack']['rows']} ({l['attack']['rank']})", l["status"])
 
 
-def table(report: dict) -> list[str]:
-    rows = [COLUMNS] + [_row(l) for l in report["layers"]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def rows(report: dict) -> list[tuple]:
+    return [COLUMNS] + [_row(l) for l in report["layers"]]
+
+
+def table(report: dict, colour: bool = False) -> list[str]:
+    body = rows(report)
+    widths = [max(len(r[i]) for r in body) for i in range(len(COLUMNS))]
     fmt = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) if i < 7 else c.ljust(w)
                               for i, (c, w) in enumerate(zip(r, widths)))
-    line = "-" * len(fmt(rows[0]))
-    return [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
+    line = "-" * len(fmt(body[0]))
+    out = [fmt(r) for r in body[1:]]
+    if colour:
+        out = [_paint(text.rstrip(), r[-1]) for text, r in zip(out, body[1:])]
+    return [fmt(body[0]), line] + out + [line]
+
+
+def _verdict_line(report: dict) -> str:
+    s = report["scores"]
+    return (f"verdict    {s['verdict']}  leakage score {s['leakage_score']:.3f}  "
+            f"predicted PSNR {s['predicted_psnr']:.1f} dB")
 
 
 def summary(report: dict) -> list[str]:
@@ -36,7 +58,7 @@ def summary(report: dict) -> list[str]:
         f"model      {m['spec']}  input {_shape(m['input_shape'])}  traced with {m['trace_method']}",
         f"image      {img['status']} (deficiency {img['deficiency']} of {img['unknowns']}"
         + (f", via {img['via']})" if img.get("via") else ")"),
-        f"verdict    {s['verdict']}  leakage score {s['leakage_score']:.3f}  predicted PSNR {s['predicted_psnr']:.1f} dB",
+        _verdict_line(report),
         f"indices    COPA {s['copa_index']}  RA {s['ra_index']}",
         f"coverage   {cov['handled']} handled, {cov['ignored']} ignored, {cov['unsupported']} unsupported "
         f"({100 * cov['fraction']:.0f}%)",
@@ -53,9 +75,79 @@ def findings(report: dict) -> list[str]:
     return out
 
 
-def render(report: dict, stream) -> None:
-    lines = table(report) + [""] + summary(report)
-    found = findings(report)
-    if found:
-        lines += ["", "findings:"] + ["  " + f for f in found]
-    stream.write("\n".join(lines) + "\n")
+def layer_sources(report: dict) -> dict:
+    return {l["name"]: l.get("source") for l in report["layers"]}
+
+
+def gate(report: dict) -> list[str]:
+    """The gate's outcome, each failed check with the layers responsible (and their source lines)."""
+    g = report.get("gate")
+    if not g:
+        return []
+    src = layer_sources(report)
+    head = f"gate       {'passed' if g['passed'] else 'FAILED'}  (resistance {g['resistance']:.3f})"
+    lines = [head]
+    for c in g["checks"]:
+        lines.append(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['title']}: {c['message']}")
+        if not c["passed"] and c["layers"]:
+            named = ", ".join(f"{n} [{src[n]}]" if src.get(n) else n for n in c["layers"])
+            lines.append(f"       layers: {named}")
+    return lines
+
+
+def lines(report: dict, quiet: bool = False, colour: bool = False) -> list[str]:
+    if quiet:
+        out = [f"model      {report['model']['spec']}", _verdict_line(report)] + gate(report)
+    else:
+        out = table(report, colour) + [""] + summary(report)
+        found = findings(report)
+        if found:
+            out += ["", "findings:"] + ["  " + f for f in found]
+        if report.get("gate"):
+            out += [""] + gate(report)
+    return [_paint_words(l) for l in out] if colour else out
+
+
+def render(report: dict, stream, quiet: bool = False) -> None:
+    colour = supports_colour(stream)
+    if colour and not quiet and _rich_render(report, stream):
+        return
+    stream.write("\n".join(lines(report, quiet, colour)) + "\n")
+
+
+def supports_colour(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def _paint(text: str, key: str) -> str:
+    code = STATUS_COLOUR.get(key)
+    return f"\033[{code}m{text}\033[0m" if code else text
+
+
+def _paint_words(line: str) -> str:
+    for word in ("LEAKS", "PARTIAL", "RESISTANT", "FAILED", "FAIL"):
+        if f" {word} " in f" {line} ":
+            return line.replace(word, _paint(word, "FAILED" if word == "FAIL" else word), 1)
+    return line
+
+
+def _rich_render(report: dict, stream) -> bool:
+    """The table with rich when it is installed (optional); False to fall back to plain text."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return False
+    console = Console(file=stream, highlight=False)
+    t = Table(title=f"archscan: {report['model']['spec']}", title_justify="left")
+    for i, name in enumerate(COLUMNS):
+        t.add_column(name, justify="right" if 3 <= i < 7 else "left")
+    for r in rows(report)[1:]:
+        style = {"determined": "red", "leak_source": "red", "partial": "yellow", "blocked": "green"}.get(r[-1])
+        t.add_row(*r, style=style)
+    console.print(t)
+    rest = summary(report) + ([""] + ["findings:"] + ["  " + f for f in findings(report)] if report["findings"] else [])
+    rest += ([""] + gate(report)) if report.get("gate") else []
+    console.print("\n".join(rest), markup=False)
+    return True

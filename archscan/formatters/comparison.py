@@ -1,0 +1,73 @@
+"""Renderers for ``archscan compare`` (a comparison dict, see ``archscan.compare``): text, json, markdown."""
+from __future__ import annotations
+
+import json
+
+MODEL_COLUMNS = ("model", "verdict", "leakage score", "COPA index", "predicted PSNR", "worst layer")
+
+
+def _worst(row: dict) -> str:
+    w = row["worst_layer"]
+    return f"{w['name']} ({w['status']}, {100 * w['fraction']:.0f}%)" if w else "-"
+
+
+def model_rows(cmp: dict) -> list[tuple]:
+    return [(m["label"], m["verdict"], f"{m['leakage_score']:.3f}", str(m["copa_index"]),
+             f"{m['predicted_psnr']:.1f} dB", _worst(m)) for m in cmp["models"]]
+
+
+def _cell(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    return f"{c['attack_rank']}/{c['unknowns']} d={c['deficiency']} {c['status']}"
+
+
+def layer_rows(cmp: dict) -> list[tuple]:
+    """Rows for the layers present in every model with the same type; '*' marks a difference."""
+    return [(("* " if r["changed"] else "  ") + r["name"], r["type"], *(_cell(c) for c in r["cells"]))
+            for r in cmp["layers"] if r["shared"]]
+
+
+def _fixed(rows: list[tuple]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+    return [fmt(rows[0]), "-" * len(fmt(rows[0]))] + [fmt(r) for r in rows[1:]]
+
+
+def render_text(cmp: dict, stream) -> None:
+    out = _fixed([MODEL_COLUMNS] + model_rows(cmp))
+    labels = [m["label"] for m in cmp["models"]]
+    shared = layer_rows(cmp)
+    if shared:
+        out += ["", "per layer (attack rank/unknowns, deficiency of [W; K], status; * = differs):"]
+        out += _fixed([("layer", "type", *labels)] + shared)
+    else:
+        out += ["", "no layer is shared by every model (same name and type): no per-layer diff"]
+    others = [r["name"] for r in cmp["layers"] if not r["shared"]]
+    if others:
+        out.append(f"not shared: {', '.join(others)}")
+    stream.write("\n".join(out) + "\n")
+
+
+def render_json(cmp: dict, stream) -> None:
+    json.dump(cmp, stream, indent=2)
+    stream.write("\n")
+
+
+def _md(rows: list[tuple]) -> list[str]:
+    esc = lambda v: str(v).replace("|", "\\|")
+    return ["| " + " | ".join(esc(v) for v in rows[0]) + " |", "|" + "---|" * len(rows[0])] + \
+        ["| " + " | ".join(esc(v) for v in r) + " |" for r in rows[1:]]
+
+
+def render_markdown(cmp: dict, stream) -> None:
+    out = ["## archscan compare", ""] + _md([MODEL_COLUMNS] + model_rows(cmp))
+    shared = layer_rows(cmp)
+    if shared:
+        labels = [m["label"] for m in cmp["models"]]
+        out += ["", "### Shared layers (attack rank/unknowns, deficiency, status; * = differs)", ""]
+        out += _md([("layer", "type", *labels)] + [(r[0].strip(), *r[1:]) for r in shared])
+    stream.write("\n".join(out) + "\n")
+
+
+FORMATTERS = {"text": render_text, "json": render_json, "markdown": render_markdown}

@@ -1,0 +1,183 @@
+"""The gate: pure functions of a report dict (and a baseline report dict) -> GateResult.
+
+A policy has up to three parts, each optional: ``fail_under`` (a minimum *resistance score*,
+1 - leakage score, so that higher is safer as in every ``--fail-under``), ``fail_on`` (the verdict
+that fails: ``partial`` fails PARTIAL and LEAKS, ``leaks`` fails LEAKS) and ``baseline`` (a stored
+report: then only regressions fail).  Every check names the layers responsible: without a baseline
+the layers through which the attack reaches the image, with one the layers that got worse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VERDICT_RANK = {"RESISTANT": 0, "PARTIAL": 1, "LEAKS": 2}
+FAIL_ON = {"partial": "PARTIAL", "leaks": "LEAKS"}
+STATUS_RANK = {"blocked": 0, "partial": 1, "determined": 2, "leak_source": 2}
+SCORE_TOLERANCE = 1e-3     # a leakage score may move this much against the baseline (prior sampling)
+EXPOSURE_TOLERANCE = 1e-9  # a layer's determined fraction may not grow at all
+
+
+@dataclass(frozen=True)
+class Policy:
+    fail_under: float | None = None   # minimum resistance score (1 - leakage score), in [0, 1]
+    fail_on: str | None = None        # "partial" | "leaks"
+    baseline: dict | None = field(default=None, compare=False, repr=False)
+    baseline_path: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.fail_under is not None or self.fail_on is not None or self.baseline is not None
+
+    def describe(self) -> dict:
+        base = self.baseline or {}
+        return {"fail_under": self.fail_under, "fail_on": self.fail_on, "baseline": self.baseline_path,
+                "baseline_model": base.get("model", {}).get("spec") if base else None}
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str            # fail-under | fail-on | baseline-score | baseline-verdict | baseline-layers
+    rule_id: str       # archscan.rules id (AS200 ...)
+    title: str
+    passed: bool
+    message: str
+    layers: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "rule_id": self.rule_id, "title": self.title, "passed": self.passed,
+                "message": self.message, "layers": list(self.layers)}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    policy: dict
+    resistance: float
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def responsible_layers(self) -> list[str]:
+        return list(dict.fromkeys(name for c in self.failed for name in c.layers))
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "policy": self.policy, "resistance": self.resistance,
+                "checks": [c.to_dict() for c in self.checks], "responsible_layers": self.responsible_layers()}
+
+
+def resistance(report: dict) -> float:
+    """The gate's score: 1 - leakage score (1 = nothing of the image is determined)."""
+    return round(1.0 - float(report["scores"]["leakage_score"]), 6)
+
+
+def exposed_layers(report: dict) -> tuple[str, ...]:
+    """Layers whose input the attack determines in part or in full, nearest the image first."""
+    return tuple(l["name"] for l in report["layers"] if l["attack"]["rank"] > 0)
+
+
+def evaluate(report: dict, policy: Policy) -> GateResult:
+    """Every check the policy asks for; with a baseline, failures already in it pass as accepted."""
+    checks = threshold_checks(report, policy)
+    if policy.baseline is not None:
+        known = {c.id for c in threshold_checks(policy.baseline, policy) if not c.passed}
+        checks = [_accepted(c) if c.id in known and not c.passed else c for c in checks]
+        checks += regression_checks(report, policy.baseline)
+    return GateResult(policy.describe(), resistance(report), tuple(checks))
+
+
+def threshold_checks(report: dict, policy: Policy) -> list[Check]:
+    out = []
+    if policy.fail_under is not None:
+        out.append(check_fail_under(report, policy.fail_under))
+    if policy.fail_on is not None:
+        out.append(check_fail_on(report, policy.fail_on))
+    return out
+
+
+def check_fail_under(report: dict, minimum: float) -> Check:
+    r, s = resistance(report), report["scores"]
+    ok = r >= minimum
+    msg = (f"resistance {r:.3f} (1 - leakage score {s['leakage_score']:.3f}) is "
+           f"{'at or above' if ok else 'below'} --fail-under {minimum:g}; {_image_phrase(report)}")
+    return Check("fail-under", "AS200", f"fail-under {minimum:g}", ok, msg, () if ok else exposed_layers(report))
+
+
+def check_fail_on(report: dict, fail_on: str) -> Check:
+    verdict = report["scores"]["verdict"]
+    ok = VERDICT_RANK[verdict] < VERDICT_RANK[FAIL_ON[fail_on]]
+    msg = (f"verdict {verdict} (leakage score {report['scores']['leakage_score']:.3f}) "
+           f"{'is below' if ok else 'reaches'} --fail-on {fail_on}; {_image_phrase(report)}")
+    return Check("fail-on", "AS201", f"fail-on {fail_on}", ok, msg, () if ok else exposed_layers(report))
+
+
+def _image_phrase(report: dict) -> str:
+    img = report["image"]
+    via = f" via {img['via']}" if img.get("via") else ""
+    return f"the image is {img['status']}{via} (deficiency {img['deficiency']} of {img['unknowns']})"
+
+
+def _accepted(check: Check) -> Check:
+    return Check(check.id, check.rule_id, check.title, True,
+                 check.message + " - already so in the baseline, not a regression", ())
+
+
+def regression_checks(report: dict, baseline: dict) -> list[Check]:
+    worse = layer_regressions(report, baseline)
+    names = tuple(w["name"] for w in worse) or exposed_layers(report)
+    return [_score_check(report, baseline, names), _verdict_check(report, baseline, names),
+            _layers_check(worse, report, baseline)]
+
+
+def _score_check(report: dict, baseline: dict, names) -> Check:
+    now, before = report["scores"]["leakage_score"], baseline["scores"]["leakage_score"]
+    ok = now <= before + SCORE_TOLERANCE
+    msg = f"leakage score {before:.3f} in the baseline, {now:.3f} now" + ("" if ok else " (regression)")
+    return Check("baseline-score", "AS202", "baseline: leakage score", ok, msg, () if ok else names)
+
+
+def _verdict_check(report: dict, baseline: dict, names) -> Check:
+    now, before = report["scores"]["verdict"], baseline["scores"]["verdict"]
+    ok = VERDICT_RANK[now] <= VERDICT_RANK[before]
+    msg = f"verdict {before} in the baseline, {now} now" + ("" if ok else " (regression)")
+    return Check("baseline-verdict", "AS202", "baseline: verdict", ok, msg, () if ok else names)
+
+
+def _layers_check(worse: list[dict], report: dict, baseline: dict) -> Check:
+    new = sorted({l["name"] for l in report["layers"]} - {l["name"] for l in baseline["layers"]})
+    if not worse:
+        msg = "no layer's input is more determined than in the baseline"
+    else:
+        msg = "more determined than in the baseline: " + "; ".join(w["change"] for w in worse)
+    if new:
+        msg += f" (not in the baseline, not compared: {', '.join(new)})"
+    return Check("baseline-layers", "AS202", "baseline: layers", not worse, msg, tuple(w["name"] for w in worse))
+
+
+def layer_regressions(report: dict, baseline: dict) -> list[dict]:
+    """Layers (matched by name) whose status rose or whose determined fraction grew."""
+    before = {l["name"]: l for l in baseline["layers"]}
+    out = []
+    for layer in report["layers"]:
+        old = before.get(layer["name"])
+        if old is not None and _worse(layer, old):
+            out.append({"name": layer["name"], "change": f"{layer['name']}: {_state(old)} -> {_state(layer)}"})
+    return out
+
+
+def _exposure(layer: dict) -> float:
+    return layer["attack"]["rank"] / layer["unknowns"] if layer["unknowns"] else 0.0
+
+
+def _worse(layer: dict, old: dict) -> bool:
+    if STATUS_RANK[layer["status"]] > STATUS_RANK[old["status"]]:
+        return True
+    return _exposure(layer) > _exposure(old) + EXPOSURE_TOLERANCE
+
+
+def _state(layer: dict) -> str:
+    return f"{layer['status']} (rank {layer['attack']['rank']} of {layer['unknowns']})"

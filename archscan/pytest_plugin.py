@@ -1,0 +1,88 @@
+"""pytest plugin (entry point ``pytest11``; loaded wherever archscan is installed).
+
+Fixtures ``archscan_scan`` (scan -> report dict) and ``assert_leakage``; the function
+``assert_leakage`` is importable from here too::
+
+    def test_model_does_not_leak(assert_leakage):
+        assert_leakage("models/net.py:build", (3, 32, 32), min_score=0.5, fail_on="leaks")
+
+``model`` is a spec string, an ``nn.Module`` or a factory; the thresholds are the gate's
+(``min_score`` = ``--fail-under``, a minimum resistance score 1 - leakage score; ``fail_on`` =
+``--fail-on``; ``baseline`` = ``--baseline``).  With neither ``min_score`` nor ``fail_on`` the model
+must not LEAK.  A failure's message is the per-layer table, the verdict and the failed checks.
+Nothing heavy (torch) is imported until a fixture is used.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+
+import pytest
+
+_LIVE = "archscan_pytest_models"   # a module holding live models so the loader can find them
+_counter = itertools.count()
+
+
+def _as_spec(model) -> tuple[str, str]:
+    """(spec, display name): strings pass through; modules and factories are registered by name."""
+    if isinstance(model, str):
+        return model, model
+    holder = sys.modules.setdefault(_LIVE, types.ModuleType(_LIVE))
+    name = f"m{next(_counter)}"
+    setattr(holder, name, model)
+    shown = getattr(model, "__name__", None) or type(model).__name__   # a class or factory, else an instance
+    return f"{_LIVE}:{name}", f"<{shown}>"
+
+
+def scan_report(model, input_shape, **options) -> dict:
+    """Scan ``model`` (spec, nn.Module or factory) at ``input_shape`` (C, H, W); the report dict.
+    ``options`` are ScanOptions fields (num_classes, batch_size, labels, bn_mode, seed, ...)."""
+    from .api import scan
+    from .config import ScanOptions
+    from .loader import parse_shape
+    shape = parse_shape(",".join(map(str, input_shape)) if not isinstance(input_shape, str) else input_shape)
+    spec, shown = _as_spec(model)
+    try:
+        report = scan(spec, ScanOptions(input_shape=shape, **options)).to_dict()
+    finally:
+        if spec.startswith(_LIVE + ":"):
+            delattr(sys.modules[_LIVE], spec.split(":", 1)[1])
+    report["model"]["spec"] = shown
+    return report
+
+
+def assert_leakage(model, input_shape, min_score: float | None = None, fail_on: str | None = None,
+                   baseline: dict | str | None = None, **options) -> dict:
+    """Scan and apply the gate; AssertionError with the per-layer table when a check fails.
+    Returns the report (with its ``gate``) when every check passes."""
+    from .policy import Policy, evaluate
+    from .pyconfig import load_baseline
+    if min_score is None and fail_on is None and baseline is None:
+        fail_on = "leaks"
+    if isinstance(baseline, str):
+        baseline = load_baseline(baseline)
+    report = scan_report(model, input_shape, **options)
+    result = evaluate(report, Policy(fail_under=min_score, fail_on=fail_on, baseline=baseline))
+    report["gate"] = result.to_dict()
+    if not result.passed:
+        raise AssertionError(failure_message(report))
+    return report
+
+
+def failure_message(report: dict) -> str:
+    from .formatters import text
+    return "\n".join([f"archscan: {report['model']['spec']} fails the leakage gate", ""] + text.table(report)
+                     + [text.summary(report)[2]] + text.gate(report))
+
+
+@pytest.fixture
+def archscan_scan():
+    """``archscan_scan(model, input_shape, **options) -> report dict``."""
+    return scan_report
+
+
+@pytest.fixture(name="assert_leakage")
+def _assert_leakage_fixture():
+    """``assert_leakage(model, input_shape, min_score=None, fail_on=None, baseline=None, **options)``."""
+    return assert_leakage

@@ -1,0 +1,236 @@
+"""The gate: policy checks over report dicts, the CLI's exit codes 0/1/2, --exit-zero, --baseline,
+the composite action's scan step and the pytest plugin."""
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+
+from archscan import api
+from archscan.cli import main
+from archscan.policy import Policy, evaluate, exposed_layers, layer_regressions, resistance
+from archscan.pytest_plugin import assert_leakage
+
+from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(api, "scan", cached_scan)
+
+
+@pytest.fixture(scope="module")
+def leaks():
+    return zoo_report("cnn_c4")
+
+
+@pytest.fixture(scope="module")
+def resistant():
+    return zoo_report("cnn3_c1")
+
+
+def run(capsys, *argv):
+    code = main(["scan", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- policy (pure functions) ---------------------------------------------------------------------
+
+def test_fail_on_leaks_names_the_attack_chain(leaks, resistant):
+    result = evaluate(leaks, Policy(fail_on="leaks"))
+    assert not result.passed
+    assert result.responsible_layers() == ["conv1", "conv2", "conv3", "conv4", "fc"] == list(exposed_layers(leaks))
+    assert "via conv1" in result.failed[0].message and result.failed[0].rule_id == "AS201"
+    assert evaluate(resistant, Policy(fail_on="leaks")).passed
+    assert evaluate(resistant, Policy(fail_on="partial")).passed
+
+
+def test_fail_on_partial_fails_partial_and_leaks(leaks):
+    partial = copy.deepcopy(leaks)
+    partial["scores"].update(verdict="PARTIAL", leakage_score=0.5)
+    assert not evaluate(partial, Policy(fail_on="partial")).passed
+    assert evaluate(partial, Policy(fail_on="leaks")).passed
+    assert not evaluate(leaks, Policy(fail_on="partial")).passed
+
+
+def test_fail_under_is_a_minimum_resistance(leaks, resistant):
+    assert resistance(leaks) == 0.0 and resistance(resistant) == 1.0
+    failed = evaluate(leaks, Policy(fail_under=0.5))
+    assert not failed.passed and failed.checks[0].rule_id == "AS200" and failed.checks[0].layers
+    assert evaluate(resistant, Policy(fail_under=0.99)).passed
+    assert evaluate(leaks, Policy(fail_under=0.0)).passed
+    assert evaluate(leaks, Policy()).passed and not Policy().active
+
+
+def _weaker_baseline(report):
+    """The same model with conv2 only partly determined and a lower score: what a PR regressed from."""
+    base = copy.deepcopy(report)
+    base["scores"].update(verdict="PARTIAL", leakage_score=0.8)
+    conv2 = next(l for l in base["layers"] if l["name"] == "conv2")
+    conv2["status"] = "partial"
+    conv2["attack"]["rank"] -= 500
+    return base
+
+
+def test_baseline_fails_only_on_regressions(leaks):
+    same = evaluate(leaks, Policy(fail_on="leaks", baseline=copy.deepcopy(leaks)))
+    assert same.passed, [c.message for c in same.failed]
+    assert "already so in the baseline" in same.checks[0].message
+
+    worse = evaluate(leaks, Policy(fail_on="leaks", baseline=_weaker_baseline(leaks)))
+    assert not worse.passed
+    assert {c.id for c in worse.failed} == {"fail-on", "baseline-score", "baseline-verdict", "baseline-layers"}
+    layers_check = next(c for c in worse.failed if c.id == "baseline-layers")
+    assert layers_check.layers == ("conv2",) and "conv2: partial" in layers_check.message
+    assert [w["name"] for w in layer_regressions(leaks, _weaker_baseline(leaks))] == ["conv2"]
+
+
+def test_gate_result_to_dict_is_json(leaks):
+    d = evaluate(leaks, Policy(fail_under=0.5, fail_on="leaks")).to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["passed"] is False and d["responsible_layers"][0] == "conv1"
+
+
+# ---- CLI exit codes ------------------------------------------------------------------------------
+
+def test_exit_0_resistant_model(capsys):
+    code, out, err = run(capsys, f"{ZOO}:cnn3_c1", "--input-shape", "3,32,32", "--fail-on", "partial",
+                         "--fail-under", "0.5")
+    assert code == 0, err
+    assert "gate       passed" in out
+
+
+def test_exit_1_leaking_model_names_layers(capsys):
+    code, out, err = run(capsys, f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--fail-on", "leaks")
+    assert code == 1, err
+    assert "FAILED" in out and "layers: conv1 [examples/paper_zoo.py:116]" in out
+
+
+def test_exit_1_with_json_on_stdout_says_why_on_stderr(capsys):
+    code, out, err = run(capsys, f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--fail-under", "0.5", "--format", "json")
+    assert code == 1
+    assert json.loads(out)["gate"]["responsible_layers"][0] == "conv1"
+    assert err.startswith("archscan: gate FAILED") and "conv1 [examples/paper_zoo.py:116]" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--exit-zero"], ["--fail-on", "leaks", "--exit-zero"]])
+def test_exit_2_misspelt_model_never_passes(capsys, extra):
+    code, _, err = run(capsys, f"{ZOO}:cnn_c44", "--input-shape", "3,32,32", *extra)
+    assert code == 2 and "no attribute 'cnn_c44'" in err
+    code, _, err = run(capsys, "examples/paper_zooo.py:cnn_c4", "--input-shape", "3,32,32", *extra)
+    assert code == 2 and "no such file" in err
+
+
+def test_exit_zero_reports_but_passes(capsys):
+    code, out, _ = run(capsys, f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--fail-on", "leaks", "--exit-zero")
+    assert code == 0 and "FAILED" in out
+
+
+def test_no_gate_no_failure(capsys):
+    code, out, _ = run(capsys, f"{ZOO}:cnn_c4", "--input-shape", "3,32,32")
+    assert code == 0 and "gate" not in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--fail-under", "1.5"], "must be in [0, 1]"),
+    (["--baseline", "missing.json"], "no such file"),
+])
+def test_bad_gate_input_exit_2(capsys, argv, needle):
+    code, _, err = run(capsys, f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", *argv)
+    assert code == 2 and needle in err
+
+
+def test_baseline_cli(capsys, tmp_path, leaks):
+    same, worse, bad = tmp_path / "same.json", tmp_path / "worse.json", tmp_path / "bad.json"
+    same.write_text(json.dumps(leaks))
+    worse.write_text(json.dumps(_weaker_baseline(leaks)))
+    bad.write_text("{not json")
+    args = (f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--fail-on", "leaks", "--baseline")
+    assert run(capsys, *args, str(same))[0] == 0
+    code, out, _ = run(capsys, *args, str(worse))
+    assert code == 1 and "conv2: partial" in out
+    code, _, err = run(capsys, *args, str(bad))
+    assert code == 2 and "not a JSON report" in err
+
+
+# ---- the composite action's scan step ------------------------------------------------------------
+
+def _action(tmp_path, model):
+    env = dict(os.environ, INPUT_MODEL=model, INPUT_INPUT_SHAPE="3,32,32", INPUT_FAIL_ON="leaks",
+               INPUT_OUTPUT_DIR=str(tmp_path / "res"), GITHUB_OUTPUT=str(tmp_path / "out.txt"),
+               GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"), ARCHSCAN_NO_PROGRESS="1",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run(["bash", str(ROOT / "action" / "scan.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr  # the step never fails itself; the Gate step does
+    outputs = dict(l.split("=", 1) for l in (tmp_path / "out.txt").read_text().splitlines())
+    return outputs, (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_action_scan_step_fails_leaky_model_with_layers(tmp_path):
+    outputs, summary = _action(tmp_path, f"{ZOO}:cnn_c4")
+    assert outputs["exit-code"] == "1"
+    assert "Gate: ❌ failed" in summary and "layers responsible: `conv1` (examples/paper_zoo.py:116)" in summary
+    sarif = json.loads(Path(outputs["sarif"]).read_text())
+    assert any(r["ruleId"] == "AS201" for r in sarif["runs"][0]["results"])
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_action_scan_step_misspelt_model_is_an_error(tmp_path):
+    outputs, summary = _action(tmp_path, f"{ZOO}:cnn_c44")
+    assert outputs["exit-code"] == "2" and "sarif" not in outputs
+    assert "archscan: error (exit 2)" in summary and "no attribute 'cnn_c44'" in summary
+
+
+# ---- pytest plugin -------------------------------------------------------------------------------
+
+def _tiny():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 3))
+
+
+def test_plugin_entry_point_is_registered():
+    eps = entry_points(group="pytest11")
+    assert any(ep.value == "archscan.pytest_plugin" for ep in eps)
+
+
+def test_assert_leakage_message_is_the_layer_table():
+    with pytest.raises(AssertionError) as info:
+        assert_leakage(_tiny(), (1, 8, 8), fail_on="leaks")
+    msg = str(info.value)
+    assert "<Sequential> fails the leakage gate" in msg
+    assert "layer" in msg and "attack rows" in msg and "FAIL fail-on leaks" in msg
+
+
+def test_assert_leakage_passes_resistant_spec():
+    report = assert_leakage(f"{ZOO}:cnn3_c1", (3, 32, 32), min_score=0.5)
+    assert report["gate"]["passed"] and report["scores"]["verdict"] == "RESISTANT"
+
+
+def test_plugin_fixtures_in_a_user_test_suite(pytester):
+    pytester.makepyfile(test_user="""
+        import torch
+
+        def net():
+            return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                                       torch.nn.Linear(144, 3))
+
+        def test_scan(archscan_scan):
+            assert archscan_scan(net, (1, 8, 8))["scores"]["verdict"] == "LEAKS"
+
+        def test_gate(assert_leakage):
+            assert_leakage(net(), (1, 8, 8), fail_on="leaks")
+    """)
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*fails the leakage gate*", "*FAIL fail-on leaks*"])
