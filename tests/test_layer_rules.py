@@ -1,0 +1,99 @@
+"""Every layer rule, one tiny model each: conv -> OP -> conv -> flatten -> Linear(bias).
+
+conv1 (1 -> 8 filters, 3x3, pad 1) on a 1x6x6 image: its gradient rows alone have rank 36 (8*9 rows
+per channel >= 36 pixels; checked against a dense numpy rank below), so the image is determined
+exactly when the gradient at conv1's output can be formed -- which is what each rule decides.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from archscan.api import scan
+from archscan.config import ScanOptions
+
+
+class _Net(nn.Module):
+    def __init__(self, op, mid=8, side=6):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.op = op
+        self.conv2 = nn.Conv2d(mid, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * side * side, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.conv2(self.op(self.conv1(x))), 1))
+
+
+class _Cat(nn.Module):
+    def forward(self, x):
+        return torch.cat([x, x], 1)
+
+
+class _Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return x + torch.tanh(self.inner(x))
+
+
+CASES = [  # (op, conv2 input channels, side after op, expected image status)
+    (nn.Identity(), 8, 6, "determined"),
+    (nn.Tanh(), 8, 6, "determined"),
+    (nn.Sigmoid(), 8, 6, "determined"),
+    (nn.LeakyReLU(0.3), 8, 6, "determined"),
+    (nn.Softplus(), 8, 6, "determined"),
+    (nn.ELU(), 8, 6, "determined"),
+    (nn.GELU(), 8, 6, "determined"),      # two pre-images: assumed resolved (conservative)
+    (nn.SiLU(), 8, 6, "determined"),
+    (nn.ReLU(), 8, 6, "determined"),      # sigma' from the output's sign pattern
+    (nn.Dropout(0.5), 8, 6, "determined"),
+    (nn.BatchNorm2d(8), 8, 6, "determined"),  # eval: a known affine map
+    (nn.AvgPool2d(2), 8, 3, "determined"),    # linear: the gradient passes, conv1's K rows suffice
+    # pooled after tanh: the pool's input is known only up to 216 of 288 directions, so sigma' (and
+    # conv1's gradient rows) cannot be formed and rank W - d < 0 forward rows remain: the linear
+    # chain stops (the nonlinear system may still determine it: --local measures that)
+    (nn.Sequential(nn.Tanh(), nn.AvgPool2d(2)), 8, 3, "blocked"),
+    (_Cat(), 16, 6, "determined"),
+    # x + tanh(inner(x)): the skip gives x only once the branch output is known, and the branch needs
+    # x for its own sigma': a nonlinear fixed point the linear chain does not solve
+    (_Res(), 8, 6, "blocked"),
+]
+
+
+@pytest.mark.parametrize("op, mid, side, expected", CASES, ids=[type(c[0]).__name__ + str(i) for i, c in enumerate(CASES)])
+def test_rule_decides_what_passes(op, mid, side, expected):
+    torch.manual_seed(0)
+    net = _Net(op, mid, side).eval()
+    import sys
+    mod = type(sys)("tiny_rules_model")
+    mod.net = net
+    sys.modules["tiny_rules_model"] = mod
+    rep = scan("tiny_rules_model:net", ScanOptions(input_shape=(1, 6, 6))).to_dict()
+    assert rep["image"]["status"] == expected, rep["image"]
+    assert rep["coverage"]["unsupported"] == 0
+    if expected == "determined":
+        assert rep["scores"]["verdict"] == "LEAKS"
+
+
+def test_train_mode_batchnorm_costs_two_unknowns_per_channel():
+    torch.manual_seed(0)
+    import sys
+    mod = type(sys)("tiny_bn_train")
+    mod.net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 3, padding=1),
+                            nn.Flatten(), nn.Linear(72, 3)).eval()
+    sys.modules["tiny_bn_train"] = mod
+    rep = scan("tiny_bn_train:net", ScanOptions(input_shape=(1, 6, 6), bn_mode="train")).to_dict()
+    assert rep["threat_model"]["bn_mode"] == "train"
+    conv2 = rep["layers"][1]
+    assert conv2["attack"]["deficiency"] >= 0 and rep["image"]["status"] != "determined"
+
+
+def test_conv1_gradient_rows_alone_determine_the_image():
+    """The premise of the cases above, checked with a dense numpy rank of a float instance."""
+    from archscan_kernels import ConvGeometry, gradient_matrix
+    geom = ConvGeometry(1, 6, 6, 8, 3, 3, 1, 1, 1, 1)
+    K = gradient_matrix(geom, np.random.default_rng(0).standard_normal((8, 6, 6)))
+    assert np.linalg.matrix_rank(K) == 36
