@@ -168,6 +168,13 @@ def _chain_link_reason(node, current, shape_nodes: set) -> str | None:
     return None
 
 
+def probe_image(model: nn.Module, input_shape: tuple) -> torch.Tensor:
+    """A fixed random image on the model's device and dtype, to check a traced structure."""
+    ref = next(model.parameters())
+    return torch.rand((1, *input_shape), generator=torch.Generator(ref.device).manual_seed(7),
+                      device=ref.device, dtype=ref.dtype)
+
+
 def build_chain(model: nn.Module, input_shape: tuple):
     """Trace, attach shapes and check the chain reproduces ``model`` on a probe image.
 
@@ -180,9 +187,7 @@ def build_chain(model: nn.Module, input_shape: tuple):
     if isinstance(traced, str):
         return traced
     gm, steps = traced
-    ref = next(model.parameters())
-    probe = torch.rand((1, *input_shape), generator=torch.Generator(ref.device).manual_seed(7),
-                       device=ref.device, dtype=ref.dtype)
+    probe = probe_image(model, input_shape)
     torch.fx.passes.shape_prop.ShapeProp(gm).propagate(probe)
     shape = tuple(input_shape)
     for step in steps:

@@ -24,7 +24,7 @@ from torch import nn
 
 from .activations import act_forward
 from .analytic import param_key
-from .chain import _BRANCH_FNS, Step, _arg, _function_step, _is_shape_query, _module_step
+from .chain import _BRANCH_FNS, Step, _arg, _function_step, _is_shape_query, _module_step, probe_image
 from .layer_system import LayerSystem
 from .solvers import solve_system
 
@@ -151,9 +151,7 @@ def build_dag(model: nn.Module, input_shape: tuple):
     if isinstance(traced, str):
         return traced
     gm, nodes, out = traced
-    ref = next(model.parameters())
-    probe = torch.rand((1, *input_shape), generator=torch.Generator(ref.device).manual_seed(7),
-                       device=ref.device, dtype=ref.dtype)
+    probe = probe_image(model, input_shape)
     torch.fx.passes.shape_prop.ShapeProp(gm).propagate(probe)
     for n in nodes:
         n.step.out_shape = tuple(n.step.node.meta["tensor_meta"].shape[1:])
