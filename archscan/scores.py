@@ -43,7 +43,7 @@ def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tupl
     if image.level == KNOWN:
         return np.zeros(len(X)), "determined"
     if image.level == UNKNOWN:
-        return energy, "blocked: the min-norm estimate is 0"
+        return energy, "blocked: the estimate is the prior mean"
     if system is None:
         return energy * image.d / X.shape[1], "isotropic approximation d/n (no single determining layer)"
     n = X.shape[1]
@@ -69,25 +69,33 @@ def _null_basis(system, rows: str, seed: int) -> np.ndarray:
     return evecs[:, evals <= tol]
 
 
-def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> dict:
-    """Leakage score (share of image energy determined) and predicted PSNR of min-norm recovery."""
+def prior_sample(shape, seed: int) -> np.ndarray:
+    """Prior images centred on their mean: the attacker fills what the gradients do not determine
+    with the natural-image mean (as every attack that starts from mid-grey does), so the expected
+    error is tr(P_null Sigma) -- the first term of theory.md's E||P_null x||^2."""
     X = prior_images(tuple(shape), config.PRIOR_IMAGES, seed)
-    lost, how = null_energy(image, system, rows, X, seed)
-    total = (X ** 2).sum(axis=1)
-    score = float(np.clip(1.0 - lost.sum() / total.sum(), 0.0, 1.0))
+    return X - X.mean(axis=0, keepdims=True)
+
+
+def _quality(lost: np.ndarray, X: np.ndarray, how: str) -> dict:
+    score = float(np.clip(1.0 - lost.sum() / (X ** 2).sum(), 0.0, 1.0))
     mse = float(lost.mean() / X.shape[1])
     psnr = config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
     return {"leakage_score": round(score, 6), "predicted_mse": mse, "predicted_psnr": round(psnr, 3),
             "prediction_method": how, "prior_images": int(X.shape[0])}
 
 
+def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> dict:
+    """Leakage score (share of image variance determined) and predicted PSNR of the least-squares
+    reconstruction with the prior mean in the null space."""
+    X = prior_sample(shape, seed)
+    lost, how = null_energy(image, system, rows, X, seed)
+    return _quality(lost, X, how)
+
+
 def local_quality(result, shape, seed: int) -> dict:
     """Leakage score and predicted PSNR from the Jacobian's weak directions (identifiability.py)."""
-    X = prior_images(tuple(shape), config.PRIOR_IMAGES, seed)
+    X = prior_sample(shape, seed)
     lost = ((X @ result.weak_basis) ** 2).sum(axis=1)
-    score = float(np.clip(1.0 - lost.sum() / (X ** 2).sum(), 0.0, 1.0))
-    mse = float(lost.mean() / X.shape[1])
-    psnr = config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
-    return {"leakage_score": round(score, 6), "predicted_mse": mse, "predicted_psnr": round(psnr, 3),
-            "prediction_method": f"local identifiability: {result.weak_basis.shape[1]} directions below "
-                                 f"tau * sigma_max of d(gradients)/d(image)", "prior_images": int(X.shape[0])}
+    return _quality(lost, X, f"local identifiability: {result.weak_basis.shape[1]} directions below "
+                             f"tau * sigma_max of d(gradients)/d(image)")
