@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .banded import banded_rank_mod_p
 from .modp import PRIMES, rank_of_field
 
 
@@ -50,18 +51,21 @@ def exact(r: int, method: str, draws: tuple = ()) -> RankBound:
     return RankBound(int(r), int(r), method, draws)
 
 
-def generic_rank(build, draws: int = 2, seed: int = 0, cap: int | None = None) -> RankBound:
+def generic_rank(build, draws: int = 2, seed: int = 0, cap: int | None = None,
+                 banded: bool = False) -> RankBound:
     """Generic rank of a matrix family: the maximum rank over random instances mod primes.
 
     ``build(rng, p)`` returns one integer instance.  Every instance's rank mod p is a lower bound
     on the generic rank; it equals it with probability >= 1 - rank/p per draw.  ``cap`` (an upper
-    bound known from counting) lets us stop early once a draw reaches it.
+    bound known from counting) lets us stop early once a draw reaches it.  ``banded`` eliminates
+    with ``banded_rank_mod_p`` (for instances built in spatial order) instead of blocked BLAS.
     """
     ranks = []
     for d in range(max(1, draws)):
         p = PRIMES[d % len(PRIMES)]
         rng = np.random.default_rng([seed, d])
-        ranks.append(rank_of_field(np.mod(build(rng, p), p), p))
+        M = build(rng, p)
+        ranks.append(banded_rank_mod_p(M, p, cap) if banded else rank_of_field(np.mod(M, p), p))
         if cap is not None and ranks[-1] >= cap:
             break
     r = max(ranks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import njit
-from .conv_ops import _fill_forward, _fill_gradient, tap_components
+from .conv_ops import tap_components
 from .geometry import ConvGeometry, read_table
 from .modp import random_field
 
@@ -40,34 +40,70 @@ def component_builder(geom: ConvGeometry, Fg: int, taps, pixels):
 
 
 def stack_builder(geom: ConvGeometry, n_chan: int, n_filt_w: int, n_filt_k: int,
-                  forward: bool = True, gradient: bool = True, masks=None):
+                  forward: bool = True, gradient: bool = True, masks=None, spatial: bool = False):
     """A ``build(rng, p)`` for the stacked [W; K] of ``n_chan`` channels (groups=1 view).
 
     W uses ``n_filt_w`` filters over the ``n_chan`` channels; K uses ``n_filt_k`` gradient maps.
     With ``n_filt_w < n_filt_k`` this is one block of the *grouped witness*: a block-diagonal
     kernel whose instance rank is a lower bound on the generic rank.  ``masks`` = (row_keep,
     g_keep) removes inactive forward rows and zeroes inactive gradient entries (ReLU).
+    ``spatial`` orders W's rows (u, v, f) and all columns (h, w, c), gradient rows last: the same
+    matrix up to row and column permutations (same rank), banded for ``banded_rank_mod_p``.
     """
-    sub = ConvGeometry(n_chan, geom.H, geom.W, max(n_filt_w, 1), geom.kh, geom.kw, geom.sh,
-                       geom.sw, geom.ph, geom.pw, geom.dh, geom.dw, 1, geom.padding_mode)
-    pix, HW = read_table(geom), geom.H * geom.W
+    n_w = n_filt_w if forward else 0
+    n_k = n_filt_k if gradient else 0
+    pix, nt, HW = read_table(geom), geom.kh * geom.kw, geom.H * geom.W
+    nq = pix.shape[1]
+    keep = np.ones(n_w * nq, bool) if masks is None else np.asarray(masks[0][: n_w * nq], bool)
+    rowpos = _row_positions(keep, n_w, nq, spatial)
+    n_rows = int(keep.sum()) + n_k * n_chan * nt
 
     def build(rng, p):
-        parts = []
-        if forward and n_filt_w:
-            w = random_field(rng, (n_filt_w, n_chan, geom.kh * geom.kw), p)
-            Wm = np.zeros((n_filt_w * sub.Ho * sub.Wo, sub.unknowns))
-            _fill_forward(Wm, w, pix, n_chan, n_filt_w, HW)
-            parts.append(Wm if masks is None else Wm[masks[0][: Wm.shape[0]]])
-        if gradient:
-            g = random_field(rng, (n_filt_k, sub.Ho * sub.Wo), p)
-            if masks is not None:
-                g = g * masks[1][:n_filt_k].reshape(n_filt_k, -1)
-            Km = np.zeros((n_filt_k * n_chan * geom.kh * geom.kw, sub.unknowns))
-            _fill_gradient(Km, g, np.arange(n_chan, dtype=np.int64), pix, HW)
-            parts.append(Km)
-        return np.vstack(parts) if parts else np.zeros((0, sub.unknowns))
+        w = random_field(rng, (n_w, n_chan, nt), p) if n_w else np.zeros((0, n_chan, nt))
+        g = random_field(rng, (n_k, nq), p) if n_k else np.zeros((0, nq))
+        if masks is not None and n_k:
+            g = g * masks[1][:n_k].reshape(n_k, -1)
+        out = np.zeros((n_rows, n_chan * HW))
+        _fill_stack(out, w, g, pix, rowpos, int(keep.sum()), n_chan, HW, spatial)
+        return out
     return build
+
+
+def _row_positions(keep: np.ndarray, n_w: int, nq: int, spatial: bool) -> np.ndarray:
+    """Row of W-row (f, q) in the instance (-1 when masked out); (q, f) order when spatial."""
+    order = np.arange(n_w * nq).reshape(n_w, nq)
+    if spatial:
+        order = order.T
+    order = order.reshape(-1)                  # original row indices in instance order
+    pos = np.full(n_w * nq, -1, np.int64)
+    kept = order[keep[order]]
+    pos[kept] = np.arange(kept.size)
+    return pos
+
+
+@njit
+def _fill_stack(out, w, g, pix, rowpos, r0, n_chan, HW, spatial):
+    """W rows (f, q) at ``rowpos``, then K rows (f, c, tap) from row r0; column (c, pixel), or
+    (pixel, c) when spatial."""
+    nt, nq = pix.shape[0], pix.shape[1]
+    for f in range(w.shape[0]):
+        for q in range(nq):
+            r = rowpos[f * nq + q]
+            if r < 0:
+                continue
+            for c in range(n_chan):
+                for t in range(nt):
+                    px = pix[t, q]
+                    if px >= 0:
+                        out[r, px * n_chan + c if spatial else c * HW + px] += w[f, c, t]
+    for f in range(g.shape[0]):
+        for c in range(n_chan):
+            for t in range(nt):
+                row = r0 + (f * n_chan + c) * nt + t
+                for q in range(nq):
+                    px = pix[t, q]
+                    if px >= 0:
+                        out[row, px * n_chan + c if spatial else c * HW + px] += g[f, q]
 
 
 def components(geom: ConvGeometry):

@@ -27,8 +27,8 @@ from .bounds import RankBound, exact, generic_rank
 from .conv_blocks import component_builder, components, stack_builder
 from .geometry import ConvGeometry, live_outputs, tap_masks
 
-DENSE_MAX_COLS = 4096          # eliminate a whole group densely up to this many unknowns
-DENSE_MAX_ENTRIES = 40_000_000  # ... and this many matrix entries (320 MB of float64)
+DENSE_MAX_COLS = 16384         # eliminate a whole group (banded, in spatial order) up to this
+DENSE_MAX_ENTRIES = 40_000_000  # many unknowns and this many matrix entries (320 MB of float64)
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,9 @@ def _grouped_witness(geom: ConvGeometry, draws: int, seed: int, cap: int,
     rows = fb * geom.Ho * geom.Wo + (geom.Fg * cb * geom.kh * geom.kw if gradient else 0)
     if q == 1 or not _fits_dense(rows, cb * geom.H * geom.W):
         return 0
-    build = stack_builder(geom, cb, fb, geom.Fg, gradient=gradient)
+    build = stack_builder(geom, cb, fb, geom.Fg, gradient=gradient, spatial=True)
     # a witness only needs to be *a* lower bound: one draw suffices (a second could only raise it)
-    return q * generic_rank(build, 1, seed, cap=-(-cap // q)).value
+    return q * generic_rank(build, 1, seed, cap=-(-cap // q), banded=True).value
 
 
 def _whole_group(geom: ConvGeometry, draws: int, seed: int, cap: int, gradient: bool = True):
@@ -157,8 +157,8 @@ def _whole_group(geom: ConvGeometry, draws: int, seed: int, cap: int, gradient: 
     rows = geom.Fg * geom.Ho * geom.Wo + (geom.Fg * geom.Cg * geom.kh * geom.kw if gradient else 0)
     if not _fits_dense(rows, geom.Cg * geom.H * geom.W):
         return None
-    return generic_rank(stack_builder(geom, geom.Cg, geom.Fg, geom.Fg, gradient=gradient),
-                        draws, seed, cap=cap)
+    build = stack_builder(geom, geom.Cg, geom.Fg, geom.Fg, gradient=gradient, spatial=True)
+    return generic_rank(build, draws, seed, cap=cap, banded=True)
 
 
 def _resolve(lo: int, hi: int, lo_method: str, geom, draws, seed, gradient: bool) -> RankBound:

@@ -11,9 +11,13 @@ from .bounds import generic_rank
 from .conv_blocks import stack_builder
 from .conv_rank import ConvRanks
 
-SAMPLE_MAX_COLS = 2048        # exact elimination of each sampled mask up to this many unknowns
-SAMPLE_MAX_ENTRIES = 6_000_000
 from .geometry import ConvGeometry
+
+# Each sampled mask is eliminated exactly (banded, in spatial order) up to this many unknowns,
+# matrix entries, and gradient-row entries (the dense gradient rows dominate the cost).
+SAMPLE_MAX_COLS = 6144
+SAMPLE_MAX_ENTRIES = 40_000_000
+SAMPLE_MAX_GRADIENT_ENTRIES = 3_000_000
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,15 @@ def relu_stats(geom: ConvGeometry, ranks: ConvRanks, active: float = 0.5, sample
     counted = _counting(geom, ranks, active)
     if counted.p_determined == 0.0 or geom.groups != 1:
         return counted
-    if geom.unknowns <= SAMPLE_MAX_COLS and rows * geom.unknowns <= SAMPLE_MAX_ENTRIES:
+    if _fits_sampling(geom, rows):
         return _sampled_exact(geom, active, samples, seed)
     return counted
+
+
+def _fits_sampling(geom: ConvGeometry, rows: int) -> bool:
+    k_rows = geom.F * geom.Cg * geom.kh * geom.kw
+    return (geom.unknowns <= SAMPLE_MAX_COLS and rows * geom.unknowns <= SAMPLE_MAX_ENTRIES
+            and k_rows * geom.unknowns <= SAMPLE_MAX_GRADIENT_ENTRIES)
 
 
 def _sampled_exact(geom, active, samples, seed) -> ReluStats:
@@ -53,8 +63,9 @@ def _sampled_exact(geom, active, samples, seed) -> ReluStats:
     ranks = []
     for s in range(samples):
         keep = rng.random((geom.F, geom.Ho, geom.Wo)) < active
-        build = stack_builder(geom, geom.C, geom.F, geom.F, masks=(keep.reshape(-1), keep))
-        ranks.append(generic_rank(build, 1, seed=seed * 1000 + s).value)
+        build = stack_builder(geom, geom.C, geom.F, geom.F, masks=(keep.reshape(-1), keep),
+                              spatial=True)
+        ranks.append(generic_rank(build, 1, seed=seed * 1000 + s, banded=True).value)
     mean = float(np.mean(ranks))
     p = float(np.mean([r == geom.unknowns for r in ranks]))
     return ReluStats(active, samples, mean, mean, p, True)
