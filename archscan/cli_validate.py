@@ -75,7 +75,9 @@ def render_text(report: dict) -> str:
         for r in report["models"]:
             lines.append(f"{r['spec'].split('/')[-1]:<34} {str(r['verdict']):<9} {_f(r['leakage_score'], 3):>6} "
                          f"{_f(r['predicted_psnr'], 1):>8} {_f(r['best_psnr'], 1):>8}  {','.join(r['best_attacks'])}")
-        lines.append(f"Spearman (predicted PSNR vs best achieved PSNR): {report['spearman']}")
+        lines.append(f"Spearman (predicted vs best achieved PSNR, both clipped at the 8-bit ceiling "
+                     f"{report['quality_ceiling_db']} dB): {report['spearman']}  (unclipped: "
+                     f"{report['spearman_raw']})")
         return "\n".join(lines) + "\n"
     pred = report["prediction"] or {}
     lines = [f"{'attack':<9} {'image':<22} {'PSNR dB':>8} {'SSIM':>6} {'s/img':>7}"]

@@ -10,7 +10,7 @@ from torch import nn
 
 from archscan.attacks import ATTACKS, get_attack, infer_labels, linear_input, make_target, observe_gradients
 from archscan.attacks.base import Target
-from archscan.attacks.rgap import LayerSystem, RGAPAttack, build_chain, dense_matrix
+from archscan.attacks.rgap import LayerSystem, RGAPAttack, build_chain, dense_matrix, start_activations
 from archscan.metrics import match_order, psnr
 
 torch.set_num_threads(1)
@@ -179,6 +179,22 @@ def test_rgap_deficient_model_is_clearly_worse():
     good = _psnr(get_attack("rgap").reconstruct(_target(determined_cnn(), x)), x)
     bad = _psnr(get_attack("rgap").reconstruct(_target(deficient_cnn(), x)), x)
     assert bad < 30 and bad < good - 30
+
+
+def test_rgap_null_space_takes_the_start_image():
+    """A deficient system keeps the start image's values in its null space: mid-grey beats black
+    on images in [0, 1] (the prediction's prior mean), and hidden layers start at the grey image's
+    activations, not at zero."""
+    x = _image()
+    grey = _psnr(get_attack("rgap", image_start=0.5).reconstruct(_target(deficient_cnn(), x)), x)
+    black = _psnr(get_attack("rgap", image_start=0.0).reconstruct(_target(deficient_cnn(), x)), x)
+    assert grey > black + 3
+    chain = build_chain(determined_cnn().double(), (3, 8, 8))
+    starts = start_activations(chain, 0.5, torch.zeros(1, dtype=F64))
+    assert len(starts) == len(chain.steps) and bool((starts[0] == 0.5).all())
+    with torch.no_grad():
+        assert torch.equal(starts[1], chain.steps[0].module(starts[0]))
+    assert float(starts[2].abs().max()) > 0
 
 
 def test_rgap_relu_conv_and_bias_free_head():

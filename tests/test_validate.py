@@ -2,13 +2,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from archscan.cli import main
 from archscan.config import ScanOptions
 from archscan.validation import ValidateOptions, validate
-from archscan.validation_zoo import spearman, validate_zoo
+from archscan.validation_zoo import QUALITY_CEILING_DB, clipped, spearman, validate_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "examples" / "paper_zoo.py"
@@ -77,6 +78,17 @@ def test_zoo_spearman_and_scatter(tmp_path):
 def test_spearman_edge_cases():
     assert spearman([1, 2], [1, 2]) is None
     assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
+
+
+def test_quality_ceiling_is_the_8_bit_quantisation_floor():
+    """Above the ceiling PSNR is float round-off: two exact reconstructions tie there."""
+    mse = (1 / 255) ** 2 / 12           # uniform quantisation noise of 8-bit images in [0, 1]
+    assert QUALITY_CEILING_DB == pytest.approx(-10 * np.log10(mse))
+    assert clipped([20.0, 150.0, 300.0]) == [20.0, QUALITY_CEILING_DB, QUALITY_CEILING_DB]
+    # predicted 150 vs achieved 140 and 300 on exact models: noise once unclipped, a tie once clipped
+    pred, best = [150, 150, 20, 10], [300, 140, 18, 9]
+    assert spearman(clipped(pred), clipped(best)) == 1.0
+    assert spearman(pred, best) < 1.0
 
 
 def test_conditioning_reported_with_weights(tmp_path, capsys):
