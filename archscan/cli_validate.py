@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from .config import DEFAULT_ATTACKS
+
 
 def add_validate_parser(sub) -> None:
     p = sub.add_parser("validate", help="run real reconstruction attacks and compare with the prediction")
@@ -15,8 +17,8 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--num-classes", type=int)
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--weights")
-    p.add_argument("--attacks", default="analytic,rgap,hybrid,ig,april",
-                   help="comma-separated: analytic, rgap, hybrid, ig, dlg, april")
+    p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
+                   help="comma-separated: prior, analytic, rgap, hybrid, ig, dlg, april")
     p.add_argument("--images", default="4", help="a number of bundled photos, a folder of PNG/JPEG, or 'synthetic'")
     p.add_argument("--n-images", type=int, default=None, help="with --images DIR/synthetic: how many")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 VERDICT_LEAKS = 0.95      # leakage score at or above: the image is (almost) fully recoverable
 VERDICT_PARTIAL = 0.25    # at or above (and below LEAKS): a substantial part is recoverable
+DEFAULT_ATTACKS = ("prior", "analytic", "rgap", "hybrid", "ig", "april")  # validate's default set
 PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
 DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
 PSNR_CAP = 150.0          # float64 round-off floor for a determined image

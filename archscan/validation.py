@@ -15,7 +15,7 @@ import torch
 from . import config
 from .errors import ArchscanError, InputError, TraceError
 
-DEFAULT_ATTACKS = ("analytic", "rgap", "hybrid", "ig", "april")
+DEFAULT_ATTACKS = config.DEFAULT_ATTACKS
 FAST_SETTINGS = {"ig": {"iterations": 300}, "hybrid": {"iterations": 60}, "dlg": {"iterations": 20}}
 
 

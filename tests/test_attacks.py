@@ -55,12 +55,23 @@ def _psnr(rec, x) -> float:
 
 
 def test_registry_and_unknown_names():
-    assert set(ATTACKS) == {"analytic", "rgap", "hybrid", "ig", "dlg", "april"}
+    assert set(ATTACKS) == {"analytic", "rgap", "hybrid", "ig", "dlg", "april", "prior"}
     assert get_attack("rgap").name == "rgap"
     with pytest.raises(ValueError, match="unknown attack 'nope'; choose from"):
         get_attack("nope")
     with pytest.raises(ValueError, match="unknown setting"):
         get_attack("ig", bogus=1)
+
+
+def test_prior_baseline_is_the_prior_mean_for_every_problem():
+    """No gradient is used: every image becomes the mean of the prediction's prior crops."""
+    from archscan.prior import prior_images
+    x = _image(batch=3)
+    rec = get_attack("prior", images=6).reconstruct(_target(deficient_cnn(), x, per_sample=True), seed=2)
+    mean = torch.as_tensor(prior_images((3, 8, 8), 6, 2).mean(axis=0)).view(3, 8, 8)
+    assert rec.images.shape == x.shape and rec.iterations == 0
+    for image in rec.images:
+        assert torch.allclose(image, mean.clamp(0, 1))
 
 
 def test_target_is_frozen_and_observe_gradients_sums_per_sample():

@@ -32,6 +32,20 @@ def test_deficient_model_is_not():
     assert rep["best_psnr"] < 25.0
 
 
+def test_blocked_model_achieves_its_prediction_with_the_prior_baseline():
+    """For a blocked image scan predicts the prior mean's PSNR; the no-gradient baseline reaches
+    exactly that image, so its PSNR is the prediction up to the image/prior crop mismatch, and the
+    best attack is never below it."""
+    opts = ValidateOptions(scan=ScanOptions(input_shape=(3, 32, 32)), n_images=2, fast=True,
+                           attacks=("prior", "rgap"))
+    rep = validate(f"{ZOO}:cnn_narrow", opts)
+    prior = {r["image"]: r["psnr"] for r in rep["results"] if r["attack"] == "prior"}
+    assert len(prior) == 2
+    for image, best in rep["best"].items():
+        assert best["psnr"] >= prior[image]
+    assert abs(rep["best_psnr"] - rep["prediction"]["predicted_psnr"]) < 6.0
+
+
 def test_skipped_attacks_say_why():
     rep = validate(f"{ZOO}:cnn_c4", _opts(attacks=("analytic",)))
     assert rep["attacks"][0]["skipped"] and rep["results"] == [] and rep["best_psnr"] is None

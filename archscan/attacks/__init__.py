@@ -9,6 +9,8 @@ labels) and returns a :class:`~archscan.attacks.base.Reconstruction`:
 * ``hybrid``   - R-GAP refined per layer by gradient matching (Chen & Campbell 2022);
 * ``ig``       - Inverting Gradients (cosine matching + TV, Adam);
 * ``dlg``      - DLG / iDLG (L2 matching, L-BFGS);
+* ``prior``    - the no-gradient baseline: the natural-image prior's mean (the floor any attacker
+  reaches, and what scan predicts for a blocked image);
 * ``april``    - APRIL: a positional embedding's gradient gives the patch-embedding conv's output
   gradient, whose weight gradient then determines the image.
 """
@@ -20,6 +22,7 @@ from .base import Attack, Reconstruction, Target, make_target, observe_gradients
 from .dlg import DLG
 from .hybrid import HybridAttack
 from .ig import InvertingGradients
+from .prior import PriorMean
 from .rgap import RGAPAttack
 
 ATTACKS = {
@@ -29,6 +32,7 @@ ATTACKS = {
     "ig": InvertingGradients,
     "dlg": DLG,
     "april": AprilAttack,
+    "prior": PriorMean,
 }
 
 
