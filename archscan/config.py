@@ -9,7 +9,7 @@ DEFAULT_ATTACKS = ("prior", "analytic", "rgap", "hybrid", "ig", "april")  # vali
 PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
 DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
 PSNR_CAP = 150.0          # float64 round-off floor for a determined image
-LOCAL_TAU = 1e-3          # Jacobian directions below tau * sigma_max count as unrecoverable by optimisation
+LOCAL_TAU = 1e-2          # Jacobian directions below tau * sigma_max count as unrecoverable by optimisation (calibrated on the zoo: docs/scores.md)
 LOCAL_BUDGET_S = 60.0     # time budget of the local-identifiability step (auto mode skips beyond it)
 
 
