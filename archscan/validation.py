@@ -15,14 +15,13 @@ import torch
 from . import config
 from .errors import ArchscanError, InputError, TraceError
 
-DEFAULT_ATTACKS = config.DEFAULT_ATTACKS
 FAST_SETTINGS = {"ig": {"iterations": 300}, "hybrid": {"iterations": 60}, "dlg": {"iterations": 20}}
 
 
 @dataclass(frozen=True)
 class ValidateOptions:
     scan: config.ScanOptions
-    attacks: tuple = DEFAULT_ATTACKS
+    attacks: tuple = config.DEFAULT_ATTACKS
     images: str | None = None        # None: bundled photos; "synthetic"; or a folder
     n_images: int = 4
     device: str = "cpu"

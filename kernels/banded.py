@@ -101,7 +101,7 @@ def _banded_rank(A, p, delay, cap):
         while head[j] >= 0:
             r = head[j]
             head[j] = nxt[r]
-            f = _reduce(_reduce(A[r, j], p, pinv) * inv, p, pinv)
+            f = _reduce(A[r, j] * inv, p, pinv)  # A[r, j] was reduced when found as the lead
             A[r, j] = 0.0
             for c in range(j + 1, stop):
                 A[r, c] -= f * A[piv, c]

@@ -56,15 +56,16 @@ def stack_builder(geom: ConvGeometry, n_chan: int, n_filt_w: int, n_filt_k: int,
     nq = pix.shape[1]
     keep = np.ones(n_w * nq, bool) if masks is None else np.asarray(masks[0][: n_w * nq], bool)
     rowpos = _row_positions(keep, n_w, nq, spatial)
-    n_rows = int(keep.sum()) + n_k * n_chan * nt
+    w_rows = int(keep.sum())
+    colmap = _column_map(n_chan, HW, spatial)
 
     def build(rng, p):
         w = random_field(rng, (n_w, n_chan, nt), p) if n_w else np.zeros((0, n_chan, nt))
         g = random_field(rng, (n_k, nq), p) if n_k else np.zeros((0, nq))
         if masks is not None and n_k:
             g = g * masks[1][:n_k].reshape(n_k, -1)
-        out = np.zeros((n_rows, n_chan * HW))
-        _fill_stack(out, w, g, pix, rowpos, int(keep.sum()), n_chan, HW, spatial)
+        out = np.zeros((w_rows + n_k * n_chan * nt, n_chan * HW))
+        _fill_stack(out, w, g, pix, rowpos, w_rows, colmap)
         return out
     return build
 
@@ -81,11 +82,17 @@ def _row_positions(keep: np.ndarray, n_w: int, nq: int, spatial: bool) -> np.nda
     return pos
 
 
+def _column_map(n_chan: int, HW: int, spatial: bool) -> np.ndarray:
+    """Column of unknown (c, pixel): c * HW + pixel, or pixel * n_chan + c when spatial."""
+    cols = np.arange(n_chan * HW, dtype=np.int64)
+    return cols.reshape(HW, n_chan).T.copy() if spatial else cols.reshape(n_chan, HW)
+
+
 @njit
-def _fill_stack(out, w, g, pix, rowpos, r0, n_chan, HW, spatial):
-    """W rows (f, q) at ``rowpos``, then K rows (f, c, tap) from row r0; column (c, pixel), or
-    (pixel, c) when spatial."""
-    nt, nq = pix.shape[0], pix.shape[1]
+def _fill_stack(out, w, g, pix, rowpos, r0, colmap):
+    """W rows (f, q) at ``rowpos``, then K rows (f, c, tap) from row r0; unknown (c, pixel) in
+    column ``colmap[c, pixel]``."""
+    nt, nq, n_chan = pix.shape[0], pix.shape[1], colmap.shape[0]
     for f in range(w.shape[0]):
         for q in range(nq):
             r = rowpos[f * nq + q]
@@ -95,7 +102,7 @@ def _fill_stack(out, w, g, pix, rowpos, r0, n_chan, HW, spatial):
                 for t in range(nt):
                     px = pix[t, q]
                     if px >= 0:
-                        out[r, px * n_chan + c if spatial else c * HW + px] += w[f, c, t]
+                        out[r, colmap[c, px]] += w[f, c, t]
     for f in range(g.shape[0]):
         for c in range(n_chan):
             for t in range(nt):
@@ -103,7 +110,7 @@ def _fill_stack(out, w, g, pix, rowpos, r0, n_chan, HW, spatial):
                 for q in range(nq):
                     px = pix[t, q]
                     if px >= 0:
-                        out[row, px * n_chan + c if spatial else c * HW + px] += g[f, q]
+                        out[row, colmap[c, px]] += g[f, q]
 
 
 def components(geom: ConvGeometry):
