@@ -38,9 +38,9 @@ def _as_spec(model) -> tuple[str, str]:
 def scan_report(model, input_shape, **options) -> dict:
     """Scan ``model`` (spec, nn.Module or factory) at ``input_shape`` (C, H, W); the report dict.
     ``options`` are ScanOptions fields (num_classes, batch_size, labels, bn_mode, seed, ...)."""
-    from .api import scan
-    from .config import ScanOptions
-    from .loader import parse_shape
+    from archscan.api import scan
+    from archscan.config import ScanOptions
+    from archscan.model.load import parse_shape
     shape = parse_shape(",".join(map(str, input_shape)) if not isinstance(input_shape, str) else input_shape)
     spec, shown = _as_spec(model)
     try:
@@ -56,8 +56,8 @@ def assert_leakage(model, input_shape, min_score: float | None = None, fail_on: 
                    baseline: dict | str | None = None, **options) -> dict:
     """Scan and apply the gate; AssertionError with the per-layer table when a check fails.
     Returns the report (with its ``gate``) when every check passes."""
-    from .policy import Policy, evaluate
-    from .pyconfig import load_baseline
+    from archscan.config.pyproject import load_baseline
+    from archscan.report.gate import Policy, evaluate
     if min_score is None and fail_on is None and baseline is None:
         fail_on = "leaks"
     if isinstance(baseline, str):
@@ -71,7 +71,7 @@ def assert_leakage(model, input_shape, min_score: float | None = None, fail_on: 
 
 
 def failure_message(report: dict) -> str:
-    from .formatters import text
+    from archscan.formatters import text
     return "\n".join([f"archscan: {report['model']['spec']} fails the leakage gate", ""] + text.table(report)
                      + [text.summary(report)[2]] + text.gate(report))
 

@@ -20,8 +20,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from archscan.attacks import get_attack, make_target  # noqa: E402
-from archscan.images import load_images  # noqa: E402
+from archscan.images import load_images
+from archscan.validate.attacks import get_attack, make_target
 
 ROOT = Path(__file__).resolve().parents[1]
 

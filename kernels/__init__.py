@@ -8,12 +8,13 @@ from .conditioning import condition_number, conditioning, smallest_singular_valu
 from .conv_ops import channel_gradient_block, forward_matrix, gradient_matrix
 from .conv_rank import ConvRanks, conv_ranks
 from .geometry import ConvGeometry, covered_pixels
+from .joint import JOINT_DENSE_MAX, Reader, joint_rank, max_batch
 from .linear_rank import linear_geometry, linear_ranks
 from .modp import PRIMES, rank_mod_p
 from .relu import ReluStats, relu_stats
 
 __all__ = [
-    "PRIMES", "ConvGeometry", "ConvRanks", "RankBound", "ReluStats", "channel_gradient_block",
+    "JOINT_DENSE_MAX", "PRIMES", "ConvGeometry", "Reader", "joint_rank", "max_batch", "ConvRanks", "RankBound", "ReluStats", "channel_gradient_block",
     "condition_number", "conditioning", "conv_ranks", "covered_pixels", "forward_matrix", "generic_rank",
     "gradient_matrix", "linear_geometry", "linear_ranks", "rank_mod_p", "relu_stats",
     "smallest_singular_values",

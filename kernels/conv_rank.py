@@ -18,8 +18,8 @@ Strategy (each step is exact or a proven bound; see docs/kernels.md):
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 

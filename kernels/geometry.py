@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 

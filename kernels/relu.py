@@ -10,7 +10,6 @@ import numpy as np
 from .bounds import generic_rank
 from .conv_blocks import stack_builder
 from .conv_rank import ConvRanks
-
 from .geometry import ConvGeometry
 
 # Each sampled mask is eliminated exactly (banded, in spatial order) up to this many unknowns,

@@ -8,10 +8,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archscan.attacks import ATTACKS, get_attack, infer_labels, linear_input, make_target, observe_gradients
-from archscan.attacks.base import Target
-from archscan.attacks.rgap import LayerSystem, RGAPAttack, build_chain, dense_matrix, start_activations
-from archscan.metrics import match_order, psnr
+from archscan.validate.attacks import (
+    ATTACKS,
+    get_attack,
+    infer_labels,
+    linear_input,
+    make_target,
+    observe_gradients,
+)
+from archscan.validate.attacks.base import Target
+from archscan.validate.attacks.rgap import (
+    LayerSystem,
+    RGAPAttack,
+    build_chain,
+    dense_matrix,
+    start_activations,
+)
+from archscan.validate.metrics import match_order, psnr
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -65,7 +78,7 @@ def test_registry_and_unknown_names():
 
 def test_prior_baseline_is_the_prior_mean_for_every_problem():
     """No gradient is used: every image becomes the mean of the prediction's prior crops."""
-    from archscan.prior import prior_images
+    from archscan.analysis.prior import prior_images
     x = _image(batch=3)
     rec = get_attack("prior", images=6).reconstruct(_target(deficient_cnn(), x, per_sample=True), seed=2)
     mean = torch.as_tensor(prior_images((3, 8, 8), 6, 2).mean(axis=0)).view(3, 8, 8)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archscan.attacks import get_attack, make_target
-from archscan.metrics import psnr
+from archscan.validate.attacks import get_attack, make_target
+from archscan.validate.metrics import psnr
 
 torch.set_num_threads(1)
 F64 = torch.float64

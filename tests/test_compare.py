@@ -3,13 +3,12 @@ import io
 import json
 
 import pytest
+from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
 
 from archscan import api
-from archscan.cli import main
-from archscan.compare import comparison, layer_diff, model_labels, worst_layer
+from archscan.cli.main import main
 from archscan.formatters.comparison import FORMATTERS
-
-from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
+from archscan.report.compare import comparison, layer_diff, model_labels, worst_layer
 
 # two widths of one conv (as cnn6 vs cnn6_d in the zoo, 36 vs 20 filters), small enough to scan in a second
 VARIANTS = '''

@@ -3,13 +3,19 @@ file, precedence (command line > pyproject > defaults) and `archscan init`."""
 from pathlib import Path
 
 import pytest
+from archscan_reports import ROOT, cached_scan
 
 from archscan import api
-from archscan.cli import SCAN_DEFAULTS, build_parser, main, settings
+from archscan.cli.main import SCAN_DEFAULTS, build_parser, main, settings
+from archscan.config.pyproject import (
+    find_pyproject,
+    load,
+    merge,
+    template,
+    tomllib,
+    write_template,
+)
 from archscan.errors import InputError
-from archscan.pyconfig import find_pyproject, load, merge, template, tomllib, write_template
-
-from archscan_reports import ROOT, cached_scan
 
 ZOO_ABS = str(ROOT / "examples" / "paper_zoo.py")
 
@@ -97,7 +103,7 @@ def test_precedence_cli_over_file_over_defaults(tmp_path, monkeypatch):
 
 
 def test_merge_keeps_zero_and_false_from_the_command_line():
-    from archscan.pyconfig import FileConfig
+    from archscan.config.pyproject import FileConfig
     out = merge({"seed": 0, "quiet": False}, FileConfig(None, {"seed": 9, "quiet": True}), {"seed": 1, "quiet": None})
     assert out["seed"] == 0 and out["quiet"] is False
 
@@ -131,7 +137,7 @@ def test_config_errors_exit_2(tmp_path, monkeypatch, capsys):
 # ---- archscan init -------------------------------------------------------------------------------
 
 def test_template_parses_and_documents_every_key():
-    from archscan.pyconfig import KEYS
+    from archscan.config.pyproject import KEYS
     text = template()
     assert tomllib.loads(text) == {"tool": {"archscan": {}}}      # everything commented out by default
     for key in KEYS:

@@ -11,13 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
 
 from archscan import api
-from archscan.cli import main
-from archscan.policy import Policy, evaluate, exposed_layers, layer_regressions, resistance
+from archscan.cli.main import main
 from archscan.pytest_plugin import assert_leakage
-
-from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
+from archscan.report.gate import (
+    Policy,
+    evaluate,
+    exposed_layers,
+    layer_regressions,
+    resistance,
+)
 
 pytest_plugins = ["pytester"]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from archscan.identifiability import local_identifiability
+from archscan.analysis.local import local_identifiability
 
 
 def _dense_rank(model, image):

@@ -9,7 +9,7 @@ import skimage.io
 import torch
 
 from archscan.images import load_images
-from archscan.metrics import match_order, psnr, psnr_of_mse, ssim
+from archscan.validate.metrics import match_order, psnr, psnr_of_mse, ssim
 
 torch.set_num_threads(1)
 

@@ -1,16 +1,14 @@
 """archscan_kernels.banded: banded elimination mod p against the slow references, and the
 spatially ordered stack instances it eliminates against the plain ones."""
+import naive
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from archscan_kernels.banded import _delay, banded_rank_mod_p
 from archscan_kernels.conv_blocks import stack_builder
 from archscan_kernels.geometry import ConvGeometry
 from archscan_kernels.modp import PRIMES, rank_mod_p_naive
-
-import naive
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_kernels_modp import SETTINGS, low_rank_matrices
 
 

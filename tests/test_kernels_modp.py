@@ -3,15 +3,13 @@
 References: ``rank_mod_p_naive`` (Python integers), ``naive.rank_mod_p_numpy`` (int64 row
 reduction, another prime) and ``naive.rank_fraction`` (exact over Q).
 """
+import naive
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-
 from archscan_kernels import modp
 from archscan_kernels.modp import PANEL, PRIMES, rank_mod_p, rank_mod_p_naive
-
-import naive
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

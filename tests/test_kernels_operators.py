@@ -1,19 +1,22 @@
 """Conv operators W and K (kernels/conv_ops.py, conv_blocks.py, geometry.py) against torch and
 against the explicit loops of tests/naive.py, on random float64 data over random geometries."""
+import naive
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from archscan_kernels import (ConvGeometry, channel_gradient_block, covered_pixels,
-                              forward_matrix, gradient_matrix)
+from archscan_kernels import (
+    ConvGeometry,
+    channel_gradient_block,
+    covered_pixels,
+    forward_matrix,
+    gradient_matrix,
+)
 from archscan_kernels.conv_blocks import component_block, stack_builder
 from archscan_kernels.conv_ops import tap_components
 from archscan_kernels.geometry import live_outputs, tap_masks
-
-import naive
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.filter_too_much])

@@ -9,16 +9,21 @@ linear layers of (e).  Unknowns C*H*W <= 400 throughout; the file runs in about 
 import zlib
 from unittest import mock
 
+import naive
 import numpy as np
 import pytest
+from archscan_kernels import (
+    ConvGeometry,
+    conv_rank,
+    conv_ranks,
+    forward_matrix,
+    gradient_matrix,
+    linear_ranks,
+    rank_mod_p,
+    relu_stats,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from archscan_kernels import (ConvGeometry, conv_ranks, forward_matrix, gradient_matrix,
-                              linear_ranks, rank_mod_p, relu_stats)
-from archscan_kernels import conv_rank
-
-import naive
 
 try:
     from numba import config as _numba_config

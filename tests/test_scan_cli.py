@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from archscan.cli import main
+from archscan.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = str(ROOT / "examples" / "paper_zoo.py")

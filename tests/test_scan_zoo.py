@@ -1,15 +1,15 @@
 """The examples manifest is the functional test corpus; per-layer ranks are checked against a
 dense numpy reference (float SVD rank of a random instance) wherever that is small and unambiguous."""
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from archscan_kernels import forward_matrix, gradient_matrix
 
+from archscan.analysis.systems import geometry_of
 from archscan.api import scan
 from archscan.config import ScanOptions
-from archscan.systems import geometry_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = tomllib.loads((ROOT / "examples" / "manifest.toml").read_text())["model"]
@@ -62,9 +62,9 @@ def test_layer_deficiencies_match_dense_reference(reports):
 
 
 def report_layers(report):
-    from archscan.loader import load_model
-    from archscan.trace import trace_model
-    from archscan.graph import build_graph, parametric_order
+    from archscan.model.graph import build_graph, parametric_order
+    from archscan.model.load import load_model
+    from archscan.model.trace import trace_model
     spec = report.model["spec"]
     traced = trace_model(load_model(spec), tuple(report.model["input_shape"]))
     return parametric_order(build_graph(traced.nodes))

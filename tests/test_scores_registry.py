@@ -4,8 +4,8 @@ import pkgutil
 import pytest
 
 import archscan.layers as layers
+from archscan.analysis.scores import copa_index, ra_index, verdict
 from archscan.layers import FAMILIES, REGISTRY, Registry, Rule
-from archscan.scores import copa_index, ra_index, verdict
 
 
 def test_copa_index_matches_definition():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from archscan.cli import main
+from archscan.cli.main import main
 from archscan.config import ScanOptions
-from archscan.validation import ValidateOptions, validate
-from archscan.validation_zoo import QUALITY_CEILING_DB, clipped, spearman, validate_zoo
+from archscan.validate.run import ValidateOptions, validate
+from archscan.validate.zoo import QUALITY_CEILING_DB, clipped, spearman, validate_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "examples" / "paper_zoo.py"

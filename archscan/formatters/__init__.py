@@ -1,5 +1,5 @@
 """One renderer per output format, all over the same report dict (``render(report, stream)``)."""
-from . import html, json_format, junit, markdown, sarif, text
+from archscan.formatters import html, json_format, junit, markdown, sarif, text
 
 FORMATTERS = {"text": text.render, "json": json_format.render, "sarif": sarif.render, "junit": junit.render,
               "markdown": markdown.render, "html": html.render}

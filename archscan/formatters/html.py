@@ -7,7 +7,7 @@ import io
 from html import escape
 from pathlib import Path
 
-from .text import layer_sources
+from archscan.formatters.text import layer_sources
 
 STATUS_CLASS = {"determined": "bad", "leak_source": "bad", "partial": "warn", "blocked": "good"}
 VERDICT_CLASS = {"LEAKS": "bad", "PARTIAL": "warn", "RESISTANT": "good"}

@@ -1,7 +1,7 @@
 """GitHub-flavoured Markdown for a CI step summary ($GITHUB_STEP_SUMMARY) or a PR comment."""
 from __future__ import annotations
 
-from .text import layer_sources
+from archscan.formatters.text import layer_sources
 
 ICON = {"LEAKS": "🔴", "PARTIAL": "🟠", "RESISTANT": "🟢"}
 LAYER_COLUMNS = ("layer", "type", "in → out", "unknowns", "rows W/K/P", "rank", "deficiency", "attack rows (rank)",

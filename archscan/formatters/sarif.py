@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from ..rules import RULES, rule
+from archscan.report.catalogue import RULES, rule
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = ("error", "warning", "note")

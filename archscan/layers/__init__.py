@@ -1,6 +1,6 @@
 """The layer-rule registry: every rule file is listed here explicitly (tests check none is missing)."""
-from . import activation, conv, linear, merge, norm, pool, shape
-from .base import FLOWS, Registry, Rule
+from archscan.layers import activation, conv, linear, merge, norm, pool, shape
+from archscan.layers.base import FLOWS, Registry, Rule
 
 FAMILIES = (linear, conv, activation, norm, pool, shape, merge)
 

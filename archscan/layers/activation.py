@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Rule, arg
+from archscan.layers.base import Rule, arg
 
 
 def _leaky(m, args, kwargs):

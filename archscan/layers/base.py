@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-# How a kind passes knowledge of values and gradients (used by analysis.py):
+# How a kind passes knowledge of values and gradients (used by analysis/propagate.py):
 FLOWS = (
     "parametric",    # Linear / Conv2d: builds a linear system about its input
     "invertible",    # elementwise, invertible, derivative a function of the output

@@ -8,7 +8,7 @@ ranks come from archscan_kernels.conv_ranks.
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Rule, arg, pair
+from archscan.layers.base import Rule, arg, pair
 
 
 def _module(m, args, kwargs):

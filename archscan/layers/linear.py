@@ -8,7 +8,7 @@ input is determined only while T <= out_features; the rank engine treats it as a
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Rule, arg
+from archscan.layers.base import Rule, arg
 
 
 def _module(m, args, kwargs):

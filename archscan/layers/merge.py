@@ -4,7 +4,7 @@ import operator
 
 import torch
 
-from .base import Rule
+from archscan.layers.base import Rule
 
 RULES = (
     Rule("add", "merge", "add", functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),

@@ -3,7 +3,7 @@ Train mode with a batch of one normalises by the sample's own statistics: two un
 (mean and scale) that the layers below must pin down."""
 from torch import nn
 
-from .base import Rule
+from archscan.layers.base import Rule
 
 
 def _bn(m, args, kwargs):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Rule
+from archscan.layers.base import Rule
 
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool1d,
           nn.MaxPool1d, nn.AdaptiveAvgPool1d)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Rule
+from archscan.layers.base import Rule
 
 RULES = (
     Rule("reshape", "shape", "bijective", modules=(nn.Flatten, nn.Unflatten, nn.Identity),

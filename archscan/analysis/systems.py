@@ -1,0 +1,97 @@
+"""Per parametric layer: the systems W (forward), K (gradient), P (padding) and the pull-back
+constraint, with exact generic ranks from archscan_kernels.  Pure data in, records out."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from math import prod
+
+import networkx as nx
+from archscan_kernels import (
+    ConvGeometry,
+    conv_ranks,
+    linear_geometry,
+    max_batch,
+    relu_stats,
+)
+
+from archscan.model.graph import LayerNode
+
+
+@dataclass(frozen=True)
+class LayerSystem:
+    node: LayerNode
+    geometry: ConvGeometry
+    ranks: object                 # archscan_kernels.ConvRanks
+    leak_source: bool             # Linear with bias on one position: g observed directly
+    max_batch: int                # largest batch the gradient rows can still determine (count)
+    pullback_from: str | None     # the parametric layer below, whose range constrains this input
+    pullback_linear: bool
+    relu: object | None = None    # ReluStats when the output feeds a ReLU
+    seconds: float = 0.0
+
+    @property
+    def unknowns(self) -> int:
+        return self.ranks.unknowns
+
+    @property
+    def deficiency(self) -> int:
+        return self.ranks.deficiency
+
+
+def geometry_of(node: LayerNode) -> ConvGeometry:
+    """The ConvGeometry of a conv, or of a Linear seen as a 1x1 conv over its positions."""
+    shape = node.in_shapes[0]
+    p = node.params
+    if node.kind == "linear":
+        n_in = p.get("in_features") or shape[-1]
+        positions = prod(shape[1:-1]) if len(shape) > 2 else 1
+        return linear_geometry(n_in, p["out_features"], positions)
+    if len(shape) != 4:
+        raise ValueError(f"conv2d input of shape {shape}: expected N x C x H x W")
+    (kh, kw), (sh, sw) = p["kernel"], p["stride"]
+    (ph, pw), (dh, dw) = p["padding"], p["dilation"]
+    return ConvGeometry(shape[1], shape[2], shape[3], p["out_channels"], kh, kw, sh, sw, ph, pw,
+                        dh, dw, p["groups"], p["padding_mode"])
+
+
+def build_system(g: nx.DiGraph, node: LayerNode, draws: int, seed: int, relu_active: float) -> LayerSystem:
+    t0 = time.perf_counter()
+    geom = geometry_of(node)
+    ranks = conv_ranks(geom, draws=draws, seed=seed)
+    leak = node.kind == "linear" and bool(node.params.get("bias")) and geom.H * geom.W == 1
+    below, linear = _pullback(g, node)
+    relu = relu_stats(geom, ranks, relu_active, seed=seed) if feeds_relu(g, node.name) else None
+    return LayerSystem(node, geom, ranks, leak, max_batch(geom), below, linear, relu,
+                       time.perf_counter() - t0)
+
+
+def pullback_rows(system: LayerSystem, systems: dict) -> int:
+    """outputs(i-1) - rank(A_{i-1}) when positive: the range constraint on this layer's input."""
+    below = systems.get(system.pullback_from)
+    if below is None:
+        return 0
+    return max(0, below.ranks.rows_forward - below.ranks.forward.value)
+
+
+def feeds_relu(g: nx.DiGraph, name: str) -> bool:
+    """True when the layer's output reaches a ReLU through bijective ops only (e.g. BatchNorm)."""
+    for succ in g.successors(name):
+        layer = g.nodes[succ]["layer"]
+        if layer.flow == "relu" or (layer.flow in ("bijective", "dropout") and feeds_relu(g, succ)):
+            return True
+    return False
+
+
+def _pullback(g: nx.DiGraph, node: LayerNode) -> tuple[str | None, bool]:
+    """The parametric layer directly below (through elementwise ops), and whether the path is linear."""
+    linear, cur = True, node.inputs[0] if node.inputs else None
+    while cur is not None:
+        layer = g.nodes[cur]["layer"]
+        if layer.flow == "parametric":
+            return layer.name, linear
+        if layer.flow not in ("bijective", "dropout", "invertible", "relu", "ambiguous"):
+            return None, False
+        linear = linear and layer.flow in ("bijective", "dropout")
+        cur = layer.inputs[0] if layer.inputs else None
+    return None, False

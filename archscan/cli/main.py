@@ -1,0 +1,197 @@
+"""archscan command line: parse -> api -> formatter -> exit code (0 ok, 1 gate, 2 input/trace error).
+
+Options left off the command line come from ``[tool.archscan]`` in the nearest pyproject.toml
+(``archscan.config.pyproject``), then from the defaults below; the gate is ``scan --fail-under/--fail-on/
+--baseline`` (``archscan.policy``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from archscan import __version__
+from archscan.cli.validate import add_validate_parser, run_validate
+from archscan.errors import ArchscanError, InputError
+
+EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
+FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
+THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
+                   "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
+                   "local": "off"}
+SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
+                 "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False}
+
+
+def _model_options(p, weights: bool = True) -> None:
+    """Model and threat-model flags; every default is None so that [tool.archscan] can fill it."""
+    p.add_argument("--input-shape", help="C,H,W of one image, e.g. 3,32,32")
+    p.add_argument("--num-classes", type=int, help="passed to the factory when it takes num_classes")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="extra keyword argument for the factory (repeatable)")
+    if weights:
+        p.add_argument("--weights", help="state_dict checkpoint (loaded with weights_only=True)")
+    p.add_argument("--batch-size", type=int, help="clients' batch size (default 1)")
+    p.add_argument("--labels", choices=("known", "inferred"), help="default inferred")
+    p.add_argument("--bn-mode", choices=("eval", "train"), help="default eval")
+    p.add_argument("--relu-active", type=float, help="active fraction of ReLU outputs (default 0.5)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--local", choices=("auto", "on", "off"),
+                   help="Jacobian identifiability step (what optimisation attacks see; slow: ~1 min for "
+                        "a small CIFAR CNN). auto: only when the layer chain does not already determine "
+                        "the image, within a time budget. Default off")
+
+
+def _common_options(p) -> None:
+    p.add_argument("-o", "--output", help="write the report (the format without a path) to this file")
+    p.add_argument("-q", "--quiet", action="store_true", default=None,
+                   help="text: verdict and gate only; no progress bar")
+    p.add_argument("--config", help="read [tool.archscan] from this pyproject.toml (default: discovered)")
+    p.add_argument("--no-config", action="store_true", help="ignore [tool.archscan]")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _scan_parser(sub) -> None:
+    p = sub.add_parser("scan", help="static leakage analysis of a model (with an optional gate)")
+    p.add_argument("model", nargs="?",
+                   help="path/to/file.py:NAME, package.module:NAME, or a torch.export .pt2 file "
+                        "(default: model in [tool.archscan])")
+    _model_options(p)
+    g = p.add_argument_group("gate (exit 1 when a check fails)")
+    g.add_argument("--fail-under", type=float, metavar="SCORE",
+                   help="fail when the resistance score (1 - leakage score) is below SCORE, in [0, 1]")
+    g.add_argument("--fail-on", choices=("partial", "leaks"), help="fail on this verdict or a worse one")
+    g.add_argument("--baseline", metavar="REPORT.json", help="fail only on regressions against this stored report")
+    g.add_argument("--exit-zero", action="store_true", default=None, help="report only: exit 0 even when the gate fails")
+    p.add_argument("--format", action="append", metavar="FORMAT[:PATH]",
+                   help=f"one of {', '.join(FORMATS)}, to stdout or to PATH (repeatable; default text)")
+    _common_options(p)
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="scan several models under one threat model, side by side")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="two or more model specs, as for scan")
+    _model_options(p, weights=False)
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    _common_options(p)
+
+
+def _init_parser(sub) -> None:
+    p = sub.add_parser("init", help="write a commented default [tool.archscan] table into pyproject.toml")
+    p.add_argument("--model", help="model spec to fill in")
+    p.add_argument("--input-shape", help="C,H,W to fill in")
+    p.add_argument("--file", default="pyproject.toml", help="the file to append to (created when missing)")
+    p.add_argument("--print", action="store_true", dest="print_only", help="print the table, write nothing")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archscan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"archscan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _scan_parser(sub)
+    _compare_parser(sub)
+    _init_parser(sub)
+    add_validate_parser(sub)
+    return parser
+
+
+def settings(args, defaults: dict) -> dict:
+    """Command line over [tool.archscan] over ``defaults`` (only the keys in ``defaults``)."""
+    from archscan.config.pyproject import FileConfig, load, merge
+    from archscan.model.load import parse_model_args
+    cli = {k: getattr(args, k, None) for k in defaults}
+    cli["model_args"] = parse_model_args(args.model_arg) if getattr(args, "model_arg", None) else None
+    file = FileConfig() if args.no_config else load(args.config)
+    return merge(cli, file, defaults)
+
+
+def _options(s: dict):
+    from archscan.config import ScanOptions
+    from archscan.model.load import parse_shape
+    return ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
+                       batch_size=s["batch_size"], labels=s["labels"], bn_mode=s["bn_mode"],
+                       relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
+                       model_args=s["model_args"], local=s.get("local") or "off")
+
+
+def _policy(s: dict):
+    from archscan.config.pyproject import load_baseline
+    from archscan.report.gate import Policy
+    if s["fail_under"] is not None and not 0.0 <= s["fail_under"] <= 1.0:
+        raise InputError(f"--fail-under {s['fail_under']}: must be in [0, 1] (a resistance score, 1 - leakage score)")
+    baseline = load_baseline(s["baseline"]) if s["baseline"] else None
+    return Policy(fail_under=s["fail_under"], fail_on=s["fail_on"], baseline=baseline, baseline_path=s["baseline"])
+
+
+def run_scan(args) -> int:
+    from archscan.api import scan
+    from archscan.cli import progress
+    from archscan.formatters.outputs import parse_outputs, write_outputs
+    from archscan.report.gate import evaluate
+    s = settings(args, SCAN_DEFAULTS)
+    if not s["model"]:
+        raise InputError("scan: give a MODEL (path/to/file.py:NAME) or set model in [tool.archscan]")
+    outputs, policy, options = parse_outputs(s["format"], s["output"]), _policy(s), _options(s)
+    with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])):
+        report = scan(s["model"], options).to_dict()
+    if policy.active:
+        report["gate"] = evaluate(report, policy).to_dict()
+    shown = write_outputs(report, outputs, quiet=s["quiet"])
+    return _gate_exit(report, shown, s)
+
+
+def _gate_exit(report: dict, shown: bool, s: dict) -> int:
+    """Say the gate's outcome on stderr (unless the text report on stdout already did); exit code."""
+    from archscan.formatters.text import gate
+    g = report.get("gate")
+    if g is None:
+        return EXIT_OK
+    if not shown and (not g["passed"] or not s["quiet"]):
+        lines = gate(report)
+        sys.stderr.write("\n".join(["archscan: " + " ".join(lines[0].split())] + lines[1:]) + "\n")
+    return EXIT_OK if g["passed"] or s["exit_zero"] else EXIT_GATE
+
+
+def run_compare(args) -> int:
+    from archscan.api import compare
+    from archscan.cli import progress
+    from archscan.formatters.comparison import FORMATTERS
+    s = settings(args, {**THREAT_DEFAULTS, "quiet": False})
+    with progress.Progress("comparing", total=len(args.models), enabled=progress.wanted(quiet=s["quiet"])) as bar:
+        result = compare(args.models, _options(s), on_model=lambda i, spec: bar.update(i, f"scanning {spec}"))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            FORMATTERS[args.format](result, fh)
+    else:
+        FORMATTERS[args.format](result, sys.stdout)
+    return EXIT_OK
+
+
+def run_init(args) -> int:
+    from archscan.config.pyproject import template, write_template
+    if args.print_only:
+        sys.stdout.write(template(args.model, args.input_shape))
+        return EXIT_OK
+    write_template(Path(args.file), args.model, args.input_shape)
+    print(f"archscan: wrote a [tool.archscan] table to {args.file}; edit it, then run `archscan scan`")
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("ARCHSCAN_DEBUG") == "1"
+    handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate}
+    try:
+        return handlers[args.command](args)
+    except ArchscanError as e:
+        if debug:
+            raise
+        print(f"archscan: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        if debug:
+            raise
+        print(f"archscan: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return EXIT_INPUT

@@ -1,0 +1,193 @@
+"""Turn a MODEL spec (file.py:NAME, package.module:NAME, or a .pt2 file) into an nn.Module."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from archscan.errors import InputError
+
+_CREATED: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def record_creation_sites():
+    """While active, remember for every nn.Module built the user's file:line that built it.
+
+    Layers in an nn.Sequential are *called* from inside torch, so the call site says nothing; the
+    line that constructed the layer is the one a user edits.
+    """
+    original = nn.Module.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        for frame in reversed(traceback.extract_stack()[:-1]):
+            if "site-packages" not in frame.filename and "/archscan/" not in frame.filename \
+                    and "<frozen" not in frame.filename:
+                _CREATED[self] = f"{frame.filename}:{frame.lineno}"
+                break
+
+    nn.Module.__init__ = init
+    try:
+        yield
+    finally:
+        nn.Module.__init__ = original
+
+
+def creation_site(module: nn.Module) -> str | None:
+    return _CREATED.get(module)
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module | None          # None for a .pt2 program
+    program: object | None            # torch.export.ExportedProgram for .pt2
+    spec: str
+    source_file: str | None
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """'3,32,32' -> (3, 32, 32); a one-line InputError for anything else."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(t) for t in str(text).replace("x", ",").split(",") if t.strip())
+    except ValueError:
+        raise InputError(f"--input-shape {text!r}: expected C,H,W integers, e.g. 3,32,32") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"--input-shape {text!r}: expected three positive integers C,H,W")
+    return shape
+
+
+def parse_model_args(items) -> dict:
+    """['width=16', 'act=tanh'] -> {'width': 16, 'act': 'tanh'} (ints, floats, bools, strings)."""
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise InputError(f"--model-arg {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _literal(value.strip())
+    return out
+
+
+def _literal(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def user_frame(exc: BaseException, prefer: str | None = None) -> str:
+    """file:line of the deepest traceback frame outside torch and archscan (the user's code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if "site-packages" not in f.filename and "/archscan/" not in f.filename
+            and "<frozen" not in f.filename]
+    if prefer:
+        mine = [f for f in mine if f.filename == prefer] or mine
+    if not mine:
+        return ""
+    return f"{mine[-1].filename}:{mine[-1].lineno}"
+
+
+def load_model(spec: str, model_args: dict | None = None, num_classes: int | None = None) -> LoadedModel:
+    if spec.endswith(".pt2"):
+        return _load_program(spec)
+    if ":" not in spec:
+        raise InputError(f"model {spec!r}: expected path/to/file.py:NAME, package.module:NAME or a .pt2 file")
+    where, name = spec.rsplit(":", 1)
+    with record_creation_sites():
+        module, source = _import(where)
+    if not hasattr(module, name):
+        avail = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))[:12]
+        raise InputError(f"{where}: no attribute {name!r} (defined there: {', '.join(avail)})")
+    with record_creation_sites():
+        model = _instantiate(getattr(module, name), spec, model_args or {}, num_classes, source)
+    return LoadedModel(model, None, spec, source)
+
+
+def _import(where: str):
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise InputError(f"{where}: no such file")
+        mod_name = f"archscan_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # the user's file failed to import
+            raise InputError(f"{where}: import failed: {type(e).__name__}: {e} ({user_frame(e)})") from e
+        return module, str(path.resolve())
+    try:
+        module = importlib.import_module(where)
+    except Exception as e:
+        raise InputError(f"{where}: cannot import module: {type(e).__name__}: {e}") from e
+    return module, getattr(module, "__file__", None)
+
+
+def _instantiate(obj, spec, model_args, num_classes, source) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise InputError(f"{spec}: {type(obj).__name__} is neither an nn.Module nor a factory")
+    kwargs = dict(model_args)
+    if num_classes is not None and _accepts(obj, "num_classes"):
+        kwargs.setdefault("num_classes", num_classes)
+    try:
+        model = obj(**kwargs)
+    except Exception as e:
+        raise InputError(f"{spec}: constructing the model raised {type(e).__name__}: {e} "
+                         f"({user_frame(e, source)})") from e
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec}: returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _load_program(spec: str) -> LoadedModel:
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"{spec}: no such file")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise InputError(f"{spec}: not a readable torch.export program ({type(e).__name__}: {e})") from e
+    return LoadedModel(None, program, spec, str(path.resolve()))
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a state_dict safely (weights_only=True); a mismatch is a one-line InputError."""
+    if not Path(path).is_file():
+        raise InputError(f"--weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"--weights {path}: not a loadable state_dict ({type(e).__name__}: {e})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"--weights {path}: expected a state_dict, found {type(state).__name__}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise InputError(f"--weights {path}: does not match the model: {' '.join(first[:3])[:300]}") from e

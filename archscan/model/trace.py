@@ -1,0 +1,226 @@
+"""torch.fx first (stack traces recorded, shapes by ShapeProp); torch.export as the fallback and for
+.pt2 programs.  Output: LayerNode records -- the last step that touches torch modules."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from archscan.errors import InputError, TraceError
+from archscan.layers import REGISTRY
+from archscan.model.graph import LayerNode
+from archscan.model.load import LoadedModel, creation_site, user_frame
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+@dataclass
+class TraceResult:
+    nodes: list
+    method: str            # "fx" | "export"
+    model_class: str
+
+
+def source_of(stack_trace: str | None) -> str | None:
+    """The last user frame (not torch, not archscan) of a recorded stack trace, as file:line."""
+    if not stack_trace:
+        return None
+    frames = [m for m in _FRAME.finditer(stack_trace)
+              if "site-packages" not in m.group(1) and "/torch/" not in m.group(1)]
+    return f"{frames[-1].group(1)}:{frames[-1].group(2)}" if frames else None
+
+
+def trace_model(loaded: LoadedModel, input_shape) -> TraceResult:
+    if loaded.program is not None:
+        return TraceResult(_export_nodes(loaded.program), "export", "ExportedProgram")
+    model = loaded.module.eval()
+    example = torch.randn(1, *input_shape)
+    _check_forward(model, example, loaded)
+    try:
+        return TraceResult(_fx_nodes(model, example), "fx", type(model).__name__)
+    except Exception as fx_error:
+        try:
+            with _quiet_torch():
+                program = torch.export.export(model, (example,), strict=False)
+        except Exception as ex_error:
+            raise TraceError(_trace_message(loaded, fx_error, ex_error)) from ex_error
+        return TraceResult(_export_nodes(program), "export", type(model).__name__)
+
+
+def _check_forward(model: nn.Module, example, loaded: LoadedModel) -> None:
+    entered = []
+    hooks = [m.register_forward_pre_hook(lambda mod, _a, name=name: entered.append(name))
+             for name, m in model.named_modules() if name and not list(m.children())]
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
+        raise InputError(f"{loaded.spec}: model does not accept a float image of shape "
+                         f"{tuple(example.shape)}: {first} ({_culprit(model, entered, e, loaded)})") from e
+    finally:
+        for h in hooks:
+            h.remove()
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"{loaded.spec}: not an image classifier: expected logits of shape (1, classes), got {got}")
+
+
+def _culprit(model, entered, error, loaded) -> str:
+    """Where a failed forward broke: the user's frame, else the last layer entered."""
+    frame = user_frame(error, loaded.source_file)
+    if frame or not entered:
+        return frame or "in forward"
+    site = creation_site(model.get_submodule(entered[-1]))
+    return f"at module {entered[-1]}" + (f", {site}" if site else "")
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """torch.export logs guard failures and graph dumps to stderr; the user gets our one line."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _trace_message(loaded, fx_error, ex_error) -> str:
+    where = user_frame(fx_error, loaded.source_file) or user_frame(ex_error, loaded.source_file)
+    reason = str(fx_error).strip().splitlines()[0][:200]
+    return (f"{loaded.spec}: cannot trace {type(loaded.module).__name__} with torch.fx ({reason}) "
+            f"nor torch.export ({type(ex_error).__name__}); data-dependent control flow? {where}").strip()
+
+
+def _fx_nodes(model: nn.Module, example) -> list:
+    tracer = fx.Tracer()
+    tracer.record_stack_traces = True
+    graph = tracer.trace(model)
+    gm = fx.GraphModule(model, graph)
+    ShapeProp(gm).propagate(example)
+    modules = dict(model.named_modules())
+    return [_fx_node(n, modules, gm) for n in gm.graph.nodes]
+
+
+def _shape(node) -> tuple | None:
+    if not isinstance(node, fx.Node):
+        return None
+    meta = node.meta.get("tensor_meta")
+    if meta is not None and hasattr(meta, "shape"):
+        return tuple(int(s) for s in meta.shape)
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return tuple(int(s) for s in val.shape)
+    return None
+
+
+def _tensor_inputs(node) -> list:
+    return [a for a in node.all_input_nodes]
+
+
+def _fx_node(n, modules, gm) -> LayerNode:
+    if n.op == "placeholder":
+        return _record(n, "input", "input", "input", "", None)
+    if n.op == "output":
+        return _record(n, "output", "ignore", "output", "", None, outcome="ignored", reason="output marker")
+    if n.op == "get_attr":
+        return _record(n, "constant", "constant", "parameter", n.target, None, outcome="ignored",
+                       reason="a learned constant the attacker knows")
+    if n.op == "call_module":
+        mod = modules[n.target]
+        rule = REGISTRY.for_module(mod)
+        node = _classify(n, rule, type(mod).__name__, n.target, mod)
+        site = creation_site(mod)
+        return dataclasses.replace(node, source=site) if site else node
+    if n.op == "call_method":
+        return _classify(n, REGISTRY.for_method(n.target), f".{n.target}()", _module_path(n), None)
+    rule = REGISTRY.for_function(n.target)
+    return _classify(n, rule, getattr(n.target, "__name__", str(n.target)), _module_path(n), None)
+
+
+def _module_path(n) -> str:
+    stack = n.meta.get("nn_module_stack")
+    if stack:
+        return list(stack.values())[-1][0] if isinstance(list(stack.values())[-1], tuple) else str(list(stack)[-1])
+    return ""
+
+
+def _classify(n, rule, op_type, path, module) -> LayerNode:
+    if rule is None:
+        return _record(n, "unsupported", "unsupported", op_type, path, None, outcome="unsupported",
+                       reason=f"no archscan rule for {op_type}")
+    try:
+        params = rule.extract(module, n.args, n.kwargs)
+    except Exception as e:  # a rule that cannot read its parameters is a gap, not a crash
+        return _record(n, "unsupported", "unsupported", op_type, path, None, outcome="unsupported",
+                       reason=f"{rule.kind}: {e}")
+    params.update(_weight_shapes(n, rule))
+    outcome = "ignored" if rule.flow == "ignore" else "handled"
+    return _record(n, rule.kind, rule.flow, op_type, path, params, outcome=outcome, reason=rule.why if outcome == "ignored" else "")
+
+
+def _weight_shapes(n, rule) -> dict:
+    """For functional conv/linear calls: channel counts from the weight argument's shape."""
+    if rule.flow != "parametric" or len(n.args) < 2:
+        return {}
+    shape = _shape(n.args[1])
+    if shape is None:
+        return {}
+    if rule.kind == "linear":
+        return {"out_features": shape[0], "in_features": shape[1]}
+    return {"out_channels": shape[0], "kernel": (shape[2], shape[3])}
+
+
+def _record(n, kind, flow, op_type, path, params, outcome="handled", reason="") -> LayerNode:
+    inputs = tuple(a.name for a in _tensor_inputs(n))
+    in_shapes = tuple(_shape(a) for a in _tensor_inputs(n))
+    return LayerNode(name=n.name, kind=kind, flow=flow, op_type=op_type, module_path=path or "",
+                     inputs=inputs, in_shapes=in_shapes, out_shape=_shape(n), params=params or {},
+                     source=source_of(n.meta.get("stack_trace")), outcome=outcome, reason=reason)
+
+
+def _export_nodes(program) -> list:
+    sig = program.graph_signature
+    consts = set(sig.inputs_to_parameters) | set(sig.inputs_to_buffers)
+    consts |= set(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    out = []
+    for n in program.graph.nodes:
+        if n.op == "placeholder":
+            kind = "constant" if n.name in consts else "input"
+            out.append(_record(n, kind, kind, "parameter" if kind == "constant" else "input", "", None,
+                               outcome="ignored" if kind == "constant" else "handled",
+                               reason="a learned constant the attacker knows" if kind == "constant" else ""))
+        elif n.op == "output":
+            out.append(_record(n, "output", "ignore", "output", "", None, outcome="ignored", reason="output marker"))
+        else:
+            name = str(n.target)
+            out.append(_classify_aten(n, REGISTRY.for_aten(name), name))
+    return out
+
+
+def _classify_aten(n, rule, name) -> LayerNode:
+    node = _classify(n, rule, name, _module_path(n), None)
+    if rule is not None and rule.flow == "parametric":
+        node.params.update(_aten_params(n, rule))
+    if rule is not None and rule.kind == "leaky_relu" and len(n.args) > 1:
+        node.params["negative_slope"] = float(n.args[1])
+    return node
+
+
+def _aten_params(n, rule) -> dict:
+    if rule.kind == "linear":
+        return {"bias": len(n.args) > 2 and n.args[2] is not None}
+    a = list(n.args) + [None] * 7
+    from archscan.layers.base import pair
+    return {"stride": pair(a[3] or 1), "padding": pair(a[4] or 0), "dilation": pair(a[5] or 1),
+            "groups": int(a[6] or 1), "bias": a[2] is not None, "padding_mode": "zeros"}

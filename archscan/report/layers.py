@@ -1,0 +1,121 @@
+"""Per-layer report entries, findings and coverage: plain dicts built from the analysis records."""
+from __future__ import annotations
+
+from archscan.analysis.propagate import exposes_gradient
+from archscan.report.records import Finding, relpath
+
+
+def _bound(b) -> dict:
+    return {"lo": b.lo, "hi": b.hi, "exact": b.exact, "method": b.method}
+
+
+def layer_status(system, state) -> tuple[str, int, str]:
+    rank, rows = state.layer_rank.get(system.node.name, (0, "-"))
+    if rank == 0:
+        return "blocked", 0, rows
+    if system.leak_source and rank == system.unknowns:
+        return "leak_source", rank, rows
+    return ("determined" if rank == system.unknowns else "partial"), rank, rows
+
+
+def layer_record(system, state, pull_rows: int, conditioning: dict | None = None) -> dict:
+    r, node = system.ranks, system.node
+    status, used, rows = layer_status(system, state)
+    return {
+        "name": node.module_path or node.name, "node": node.name, "type": node.op_type,
+        "source": relpath(node.source), "in_shape": list(node.in_shapes[0][1:]),
+        "out_shape": list(node.out_shape[1:]), "unknowns": r.unknowns,
+        "rows": {"forward": r.rows_forward, "gradient": r.rows_gradient, "padding": r.rows_padding},
+        "ranks": {"forward": _bound(r.forward), "gradient": _bound(r.gradient), "stack": _bound(r.stack)},
+        "rank": r.stack.value, "rank_exact": r.stack.exact, "deficiency": r.deficiency,
+        "uncovered_unknowns": r.uncovered,
+        "pullback": {"rows": pull_rows, "linear": system.pullback_linear,
+                     "max_gain": min(pull_rows, r.deficiency) if system.pullback_linear else 0},
+        "relu": _relu(system.relu), "max_batch": system.max_batch,
+        "attack": {"rows": rows, "rank": used, "deficiency": r.unknowns - used if used else r.unknowns},
+        "status": status, "conditioning": conditioning, "seconds": round(system.seconds, 4),
+    }
+
+
+def _relu(stats) -> dict | None:
+    if stats is None:
+        return None
+    return {"active_fraction": stats.active_fraction, "samples": stats.samples,
+            "expected_rank": stats.expected_rank_hi, "expected_rank_lo": stats.expected_rank_lo,
+            "p_determined": stats.p_determined, "exact": stats.exact}
+
+
+def coverage(g) -> dict:
+    counts = {"handled": 0, "ignored": 0, "unsupported": 0}
+    for n in g.nodes:
+        counts[g.nodes[n]["layer"].outcome] += 1
+    denom = counts["handled"] + counts["unsupported"]
+    counts["fraction"] = round(counts["handled"] / denom, 4) if denom else 1.0
+    return counts
+
+
+def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> list:
+    out = []
+    if batch_size > 1:
+        out.extend(_batch_findings(layers, batch_size))
+    local = scores.get("local")
+    if scores["verdict"] != "LEAKS" and (local is None or local.get("skipped")):
+        out.append(Finding("AS030", "note", "this verdict comes from the layer-by-layer chain; optimisation "
+                           "attacks (DLG, Inverting Gradients) solve the whole system and may recover more: "
+                           "run with --local on to measure what they can see", None, None))
+    if image["status"] == "determined":
+        out.append(Finding("AS001", "error", f"the training image is fully determined by the shared "
+                           f"gradients (via {image['via']}): exact reconstruction is possible",
+                           image["via"], _source_of(layers, image["via"])))
+    for rec in layers:
+        out.extend(_layer_findings(rec))
+    for n in g.nodes:
+        layer = g.nodes[n]["layer"]
+        if exposes_gradient(g, n):
+            out.append(Finding("AS004", "warning", "a learned tensor added here (e.g. a positional embedding) "
+                               "exposes the gradient of this activation directly", layer.module_path or layer.name,
+                               relpath(layer.source)))
+        if layer.outcome == "unsupported":
+            out.append(Finding("AS100", "warning", f"unsupported op {layer.op_type} ({layer.reason}); treated as "
+                               "transparent to the attacker (conservative) and counted against coverage",
+                               layer.module_path or layer.name, relpath(layer.source)))
+        elif layer.flow == "ambiguous":
+            out.append(Finding("AS102", "note", f"{layer.op_type} has two pre-images for negative outputs; "
+                               "archscan assumes the attacker resolves them (conservative)",
+                               layer.module_path or layer.name, relpath(layer.source)))
+    return out
+
+
+def _source_of(layers, name):
+    return next((l["source"] for l in layers if l["name"] == name), None)
+
+
+def _layer_findings(rec) -> list:
+    out, name, src = [], rec["name"], rec["source"]
+    if rec["status"] == "leak_source":
+        out.append(Finding("AS002", "warning", f"{rec['type']} with bias leaks its input on its own "
+                           f"({rec['unknowns']} values) through dW/db", name, src))
+    elif rec["status"] == "determined":
+        out.append(Finding("AS003", "warning", f"input of {name} is fully determined by its gradient system "
+                           f"(rank {rec['attack']['rank']} = {rec['unknowns']} unknowns, rows {rec['attack']['rows']})",
+                           name, src))
+    elif rec["status"] == "partial":
+        out.append(Finding("AS010", "note", f"input of {name} is partially determined: deficiency "
+                           f"{rec['attack']['deficiency']} of {rec['unknowns']}", name, src))
+    if not rec["rank_exact"]:
+        st = rec["ranks"]["stack"]
+        out.append(Finding("AS101", "note", f"rank of {name} bounded in [{st['lo']}, {st['hi']}], not exact; "
+                           "the upper bound is used (attacker-favourable)", name, src))
+    return out
+
+
+def _batch_findings(layers, batch_size: int) -> list:
+    """Scores are computed at batch 1 (the attacker-favourable case); say which layers a batch of
+    ``batch_size`` would push past what their gradient rows can separate."""
+    out = []
+    for rec in layers:
+        if rec["status"] in ("determined", "leak_source") and batch_size > rec["max_batch"]:
+            out.append(Finding("AS020", "note", f"at batch {batch_size} the gradient rows of {rec['name']} cannot "
+                               f"separate the samples (largest batch by count: {rec['max_batch']}); scores assume "
+                               "batch 1, the attacker-favourable case", rec["name"], rec["source"]))
+    return out

@@ -1,0 +1,199 @@
+"""Chain models for R-GAP: ``torch.fx`` tracing into :class:`Step` lists, shapes and checks.
+
+A chain is ``x -> A_1 -> sigma_1 -> ... -> A_d (Linear head)`` of Conv2d / Linear layers,
+element-wise activations and reshapes, every tensor node feeding exactly the next one.
+:func:`trace_chain` classifies the traced nodes, :func:`build_chain` attaches shapes and checks
+that the chain's own forward (:func:`run_steps`) reproduces the model.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import nn
+
+from archscan.validate.attacks.activations import act_forward
+from archscan.validate.attacks.steps import Chain, Step
+
+_RESHAPE_FNS = {"flatten", "reshape", "view", "contiguous", "unflatten", "squeeze", "unsqueeze"}
+_ACT_FNS = {"relu": "relu", "relu_": "relu", "leaky_relu": "leaky", "tanh": "tanh",
+            "sigmoid": "sigmoid", "softplus": "softplus", "elu": "elu", "identity": "identity"}
+_BRANCH_FNS = {operator.add: "residual add", torch.add: "residual add", torch.cat: "concatenation",
+               operator.mul: "multiplicative branch", torch.stack: "concatenation"}
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d,
+            nn.AvgPool1d, nn.LPPool2d)
+
+
+def _module_step(name: str, mod: nn.Module):
+    """Classify a submodule call: a :class:`Step`, or the reason the chain cannot use it."""
+    if isinstance(mod, nn.Linear):
+        return Step("linear", name, mod)
+    if isinstance(mod, nn.Conv2d):
+        return Step("conv", name, mod)
+    simple = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
+    for cls, act in simple.items():
+        if type(mod) is cls:
+            return Step("act", name, mod, act)
+    if isinstance(mod, nn.LeakyReLU):
+        return Step("act", name, mod, "leaky", (float(mod.negative_slope),))
+    if isinstance(mod, nn.Softplus):
+        return Step("act", name, mod, "softplus", (float(mod.beta), float(mod.threshold)))
+    if isinstance(mod, nn.ELU):
+        return Step("act", name, mod, "elu", (float(mod.alpha),))
+    if isinstance(mod, (nn.Flatten, nn.Unflatten)):
+        return Step("reshape", name, mod)
+    return _special_module_step(name, mod)
+
+
+def _special_module_step(name: str, mod: nn.Module):
+    """Modules that are identities or affine maps in eval mode, or known chain breakers."""
+    if isinstance(mod, nn.modules.dropout._DropoutNd):
+        return Step("act", name, mod, "identity") if not mod.training else f"dropout {name} in train mode"
+    if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if mod.training or mod.running_mean is None:
+            return f"BatchNorm {name} in train mode (batch statistics are unknowns)"
+        return Step("act", name, mod, "affine")
+    if isinstance(mod, _POOLING):
+        return f"pooling {name} ({type(mod).__name__}) breaks the element-wise chain"
+    if isinstance(mod, nn.ReLU6) or type(mod).__name__ in {"GELU", "SiLU", "Mish", "Hardswish"}:
+        return f"activation {name} ({type(mod).__name__}) is not invertible from its output"
+    return f"unsupported layer {name} ({type(mod).__name__})"
+
+
+def _arg(node, index: int, key: str, default):
+    """Positional-or-keyword argument of a traced call."""
+    return node.args[index] if len(node.args) > index else node.kwargs.get(key, default)
+
+
+def _function_step(node):
+    """Classify a traced function or method call: a :class:`Step` or a reason."""
+    target = node.target
+    if target in _BRANCH_FNS:
+        return f"{_BRANCH_FNS[target]} at {node.name}: not a chain"
+    fname = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    if fname in _RESHAPE_FNS:
+        return Step("reshape", node.name)
+    act = _ACT_FNS.get(fname)
+    if act == "leaky":
+        return Step("act", node.name, None, act, (float(_arg(node, 1, "negative_slope", 0.01)),))
+    if act == "softplus":
+        return Step("act", node.name, None, act, (float(_arg(node, 1, "beta", 1.0)),
+                                                  float(_arg(node, 2, "threshold", 20.0))))
+    if act == "elu":
+        return Step("act", node.name, None, act, (float(_arg(node, 1, "alpha", 1.0)),))
+    if act is not None:
+        return Step("act", node.name, None, act)
+    return f"unsupported operation {fname} at {node.name}"
+
+
+def _is_shape_query(node, shape_nodes: set) -> bool:
+    """True for nodes that only compute sizes (``x.size(0)``, ``x.shape[1]``), not tensors."""
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return True
+    inputs = node.all_input_nodes
+    return bool(inputs) and all(n in shape_nodes for n in inputs) and node.op != "output"
+
+
+def trace_chain(model: nn.Module):
+    """Trace ``model`` with ``torch.fx`` into a list of :class:`Step`, or return why it is no chain.
+
+    Every tensor node must consume exactly the previous tensor node and feed exactly one tensor
+    node; size queries (``x.view(x.size(0), -1)``) are allowed on the side.
+    """
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means "not a static chain"
+        return f"not traceable by torch.fx ({type(exc).__name__})"
+    steps, current, shape_nodes = [], None, set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if current is not None:
+                return "more than one input"
+            current = node
+            continue
+        if _is_shape_query(node, shape_nodes):
+            shape_nodes.add(node)
+            continue
+        if node.op == "output":
+            return (gm, steps) if node.args[0] is current else "the output is not the end of the chain"
+        reason = _chain_link_reason(node, current, shape_nodes)
+        step = reason or (_module_step(node.target, gm.get_submodule(node.target))
+                          if node.op == "call_module" else _function_step(node))
+        if isinstance(step, str):
+            return step
+        step.node, current = node, node
+        steps.append(step)
+    return "no output node"
+
+
+def _chain_link_reason(node, current, shape_nodes: set) -> str | None:
+    """Why ``node`` does not continue the chain from ``current`` (None if it does)."""
+    if node.op == "get_attr":
+        return f"{node.name} uses a parameter outside a layer"
+    tensors = [n for n in node.all_input_nodes if n not in shape_nodes]
+    users = [u for u in current.users if not _is_shape_query(u, shape_nodes)]
+    if node.target in _BRANCH_FNS:
+        return f"{_BRANCH_FNS[node.target]} at {node.name}: not a chain"
+    if tensors != [current] or len(users) > 1:
+        return f"branch at {node.name} (residual, concatenation or multiple inputs): not a chain"
+    return None
+
+
+def probe_image(model: nn.Module, input_shape: tuple) -> torch.Tensor:
+    """A fixed random image on the model's device and dtype, to check a traced structure."""
+    ref = next(model.parameters())
+    return torch.rand((1, *input_shape), generator=torch.Generator(ref.device).manual_seed(7),
+                      device=ref.device, dtype=ref.dtype)
+
+
+def build_chain(model: nn.Module, input_shape: tuple):
+    """Trace, attach shapes and check the chain reproduces ``model`` on a probe image.
+
+    Returns
+    -------
+    Chain or str
+        The chain, or the reason R-GAP cannot attack this model.
+    """
+    traced = trace_chain(model)
+    if isinstance(traced, str):
+        return traced
+    gm, steps = traced
+    probe = probe_image(model, input_shape)
+    torch.fx.passes.shape_prop.ShapeProp(gm).propagate(probe)
+    shape = tuple(input_shape)
+    for step in steps:
+        step.in_shape, step.out_shape = shape, tuple(step.node.meta["tensor_meta"].shape[1:])
+        shape = step.out_shape
+    return _check_chain(Chain(steps, -1, tuple(input_shape)), model, probe)
+
+
+def _check_chain(chain: Chain, model: nn.Module, probe: torch.Tensor):
+    """Locate the head and verify the chain's own forward equals the model's."""
+    params = [i for i, s in enumerate(chain.steps) if s.kind in ("linear", "conv")]
+    if not params or chain.steps[params[-1]].kind != "linear":
+        return "the last layer with parameters is not a Linear classifier head"
+    chain.head = params[-1]
+    after = chain.steps[chain.head + 1 :]
+    if any(s.kind == "act" and s.act != "identity" for s in after):
+        return "an activation follows the Linear head (logits must be the head's output)"
+    if len(chain.steps[chain.head].in_shape) != 1:
+        return "the Linear head must read a flat feature vector"
+    with torch.no_grad():
+        same = torch.allclose(run_steps(chain.steps, probe), model(probe), rtol=1e-6, atol=1e-9)
+    return chain if same else "internal error: traced chain does not reproduce the model"
+
+
+
+def run_steps(steps: list, x: torch.Tensor) -> torch.Tensor:
+    """Forward a batch through ``steps`` (the chain's own interpretation of the model)."""
+    for step in steps:
+        if step.kind in ("linear", "conv"):
+            x = step.module(x)
+        elif step.kind == "reshape":
+            x = x.reshape(x.shape[0], *step.out_shape)
+        else:
+            x = act_forward(step, x)
+    return x
+
