@@ -1,15 +1,19 @@
-"""The scan pipeline: load -> trace -> graph -> systems and ranks -> propagation -> scores -> report.
+"""The scan pipeline: load -> trace -> graph -> systems and ranks -> propagation -> the two views
+(closed-form chain, optimisation attacks) -> verdict -> report.
 
-Never prints, never exits: returns a ScanReport or raises ArchscanError."""
+Never prints, never exits: returns a ScanReport or raises ArchscanError.
+"""
 from __future__ import annotations
 
 import os
 import time
 
 from archscan import config
-from archscan.analysis.propagate import KNOWN, UNKNOWN, Val, propagate
-from archscan.analysis.scores import copa_index, predicted_quality, ra_index, verdict
+from archscan.analysis.local import optimisation_view
+from archscan.analysis.propagate import propagate
+from archscan.analysis.scores import chain_view, copa_index, ra_index
 from archscan.analysis.systems import build_system, pullback_rows
+from archscan.analysis.verdict import combine
 from archscan.errors import InputError, UnsupportedLayerError
 from archscan.model.graph import build_graph, parametric_order
 from archscan.model.load import load_model, load_weights
@@ -18,25 +22,44 @@ from archscan.report.layers import coverage, findings, layer_record
 from archscan.report.records import ScanReport, now, relpath, tool_info
 
 
+class _Stages:
+    """Wall time of each named stage, for the report's timing block."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict = {}
+
+    def mark(self, stage: str) -> None:
+        t = time.perf_counter()
+        self.seconds[f"{stage}_s"] = round(t - self.last, 3)
+        self.last = t
+
+    def total(self) -> dict:
+        return {**self.seconds, "total_s": round(time.perf_counter() - self.start, 3)}
+
+
 def scan(spec: str, options: config.ScanOptions) -> ScanReport:
-    """Trace the model, build and rank every layer's system, propagate, score."""
-    t0 = time.perf_counter()
+    """Trace the model, rank every layer's system, propagate, take both views, score."""
+    clock = _Stages()
     _validate(spec, options)
-    loaded = load_model(spec, options.model_args, options.num_classes)
+    loaded = load_model(spec, options.model_args, options.num_classes, options.seed)
     if options.weights and loaded.module is not None:
         load_weights(loaded.module, options.weights)
     traced = trace_model(loaded, options.input_shape)
     g = build_graph(traced.nodes)
     _strict_check(traced.nodes)
-    t1 = time.perf_counter()
+    clock.mark("trace")
     systems = {n.name: build_system(g, n, options.draws, options.seed, options.relu_active)
                for n in parametric_order(g)}
-    t2 = time.perf_counter()
+    clock.mark("ranks")
     state = propagate(g, systems, bn_train=options.bn_mode == "train")
-    captured = _capture(loaded, options)
-    report = _assemble(spec, options, traced, g, systems, state, captured, loaded)
-    report.timing.update({"trace_s": round(t1 - t0, 3), "ranks_s": round(t2 - t1, 3),
-                          "total_s": round(time.perf_counter() - t0, 3)})
+    shape = _image_shape(g, options)
+    chain = chain_view(g, systems, state, shape, options.seed)
+    clock.mark("chain")
+    optimisation = optimisation_view(loaded.module, options, shape, chain)
+    clock.mark("optimisation")
+    report = _assemble(spec, options, traced, g, systems, state, chain, optimisation, _capture(loaded, options))
+    report.timing.update(clock.total())
     return report
 
 
@@ -56,10 +79,9 @@ def _strict_check(nodes) -> None:
             raise UnsupportedLayerError(f"unsupported op {bad[0].op_type} at {bad[0].module_path or bad[0].name}")
 
 
-def _image(g, state):
-    inputs = [n for n in g.nodes if g.nodes[n]["layer"].kind == "input"]
-    name = inputs[0]
-    return name, g.nodes[name]["layer"], state.val.get(name, Val())
+def _image_shape(g, options) -> tuple:
+    node = next(g.nodes[n]["layer"] for n in g.nodes if g.nodes[n]["layer"].kind == "input")
+    return tuple(node.out_shape[1:]) if node.out_shape else tuple(options.input_shape)
 
 
 def _capture(loaded, options):
@@ -72,50 +94,17 @@ def _capture(loaded, options):
     return capture(loaded.module, probe)
 
 
-def _local(loaded, options, shape, chain_quality) -> dict | None:
-    """The Jacobian identifiability step: always with --local on; in auto mode when the chain
-    analysis does not already find the image determined (and within the time budget)."""
-    if options.local == "off" or loaded is None or loaded.module is None:
-        return None
-    if options.local == "auto" and chain_quality["leakage_score"] >= config.VERDICT_LEAKS:
-        return None
-    from archscan.analysis.local import local_identifiability
-    from archscan.analysis.prior import prior_images
-    from archscan.analysis.scores import local_quality
-    image = prior_images(shape, 1, options.seed)[0].reshape(shape)
-    budget = float("inf") if options.local == "on" else options.local_budget
-    res = local_identifiability(loaded.module, image, budget, options.seed, train=options.bn_mode == "train",
-                                tau=config.LOCAL_TAU)
-    out = {"rank": res.rank, "unknowns": res.unknowns, "deficiency": res.unknowns - res.rank if not res.skipped else None,
-           "gap": res.gap, "sigma_min_ratio": res.sigma_min_ratio, "tau": config.LOCAL_TAU,
-           "seconds": round(res.seconds, 2), "skipped": res.skipped, "method": "numerical rank of S J, J = d grads / d image"}
-    if not res.skipped:
-        out["quality"] = local_quality(res, shape, options.seed)
-        out["leakage_score"] = out["quality"]["leakage_score"]
-    return out
-
-
-def _assemble(spec, options, traced, g, systems, state, captured=None, loaded=None) -> ScanReport:
+def _assemble(spec, options, traced, g, systems, state, chain, optimisation, captured) -> ScanReport:
     from archscan.analysis.conditioning import layer_conditioning
     order = list(systems.values())
-    pull = {name: pullback_rows(s, systems) for name, s in systems.items()}
-    layers = [layer_record(s, state, pull[s.node.name], layer_conditioning(s, captured)) for s in order]
-    name, node, img = _image(g, state)
-    via = systems.get(state.via.get(name))
-    rows = state.layer_rank.get(via.node.name, (0, "-"))[1] if via else "-"
-    shape = node.out_shape[1:] if node.out_shape else options.input_shape
-    quality = predicted_quality(img, via, rows, tuple(shape), options.seed)
-    local = _local(loaded, options, tuple(shape), quality)
-    if local and local.get("quality") and local["quality"]["leakage_score"] > quality["leakage_score"]:
-        quality = {**local["quality"], "chain_leakage_score": quality["leakage_score"]}
-    status = "determined" if img.level == KNOWN else ("blocked" if img.level == UNKNOWN else "partial")
-    image = {"status": status, "unknowns": node.out_size, "deficiency": node.out_size if img.level == UNKNOWN else img.d,
-             "via": via.node.module_path or via.node.name if via else None, "relu_masked": img.masked}
+    layers = [layer_record(s, state, pullback_rows(s, systems), layer_conditioning(s, captured)) for s in order]
+    unknowns = next(g.nodes[n]["layer"].out_size for n in g.nodes if g.nodes[n]["layer"].kind == "input")
+    image = {"status": chain.image_status, "unknowns": unknowns, "deficiency": chain.deficiency,
+             "via": chain.via, "relu_masked": chain.masked}
     scores = {"copa_index": copa_index([l["deficiency"] for l in layers]),
               "ra_index": ra_index([(s.unknowns, s.ranks.rows_gradient, s.ranks.rows_forward) for s in order]),
-              **quality, "verdict": verdict(quality["leakage_score"]),
-              "local": {k: v for k, v in local.items() if k != "quality"} if local else None}
-    model = {"spec": spec, "input_shape": list(shape), "class": traced.model_class,
+              **combine(chain, optimisation), "chain": chain.to_dict(), "optimisation": optimisation.to_dict()}
+    model = {"spec": spec, "input_shape": list(_image_shape(g, options)), "class": traced.model_class,
              "trace_method": traced.method, "parametric_layers": len(order)}
     found = findings(g, systems, state, layers, image, scores, options.batch_size)
     return ScanReport(model=model, threat_model=options.threat_model(), layers=layers,

@@ -27,8 +27,8 @@ from archscan.report.gate import Policy, evaluate
 GOLDEN_FORMATS = {"text": "txt", "json": "json", "sarif": "sarif", "junit": "junit.xml", "markdown": "md"}
 # the ids GitHub keys alerts on: never renumbered (append new ones, never reuse)
 STABLE_IDS = {"AS001": "image-determined", "AS002": "layer-leaks-input", "AS003": "layer-input-determined",
-              "AS004": "activation-gradient-exposed", "AS010": "layer-input-partial",
-              "AS020": "batch-exceeds-separable", "AS030": "chain-only-verdict", "AS100": "unsupported-op", "AS101": "rank-bounded",
+              "AS004": "activation-gradient-exposed", "AS005": "optimisation-recoverable", "AS010": "layer-input-partial",
+              "AS020": "batch-exceeds-separable", "AS030": "chain-only-verdict", "AS031": "optimisation-view-not-run", "AS100": "unsupported-op", "AS101": "rank-bounded",
               "AS102": "ambiguous-activation", "AS200": "gate-fail-under", "AS201": "gate-fail-on",
               "AS202": "gate-baseline-regression"}
 

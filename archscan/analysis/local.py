@@ -19,6 +19,12 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vjp, vmap
 
+from archscan import config
+from archscan.analysis.prior import prior_images
+from archscan.analysis.scores import prior_sample, quality_of
+from archscan.analysis.verdict import ChainView, OptimisationView
+from archscan.terms import Verdict, ViewStatus
+
 BATCH = 128
 GAP = 1e-8        # singular values below GAP * sigma_max count as zero (the numerical rank)
 
@@ -87,3 +93,34 @@ def _from_svd(SJ: np.ndarray, n: int, tau: float, seconds: float) -> LocalResult
     gap = float(s[rank] / s[rank - 1]) if 0 < rank < n else 0.0
     return LocalResult(rank, n, vt[rank:].T.copy(), vt[strong:].T.copy(), gap,
                        float(s[rank - 1] / s[0]) if rank else 0.0, seconds)
+
+
+def optimisation_view(module, options, shape, chain: ChainView) -> OptimisationView:
+    """Run the optimisation-attack view as ``options.local`` asks; a view that cannot run says why."""
+    if options.local == "off":
+        return OptimisationView(ViewStatus.OFF, "--local off: the optimisation-attack view was switched off")
+    if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS:
+        return OptimisationView(ViewStatus.NOT_NEEDED, "the layer chain already determines the image")
+    if module is None:
+        return OptimisationView(ViewStatus.FAILED, "a .pt2 program is not differentiated by this version")
+    image = prior_images(tuple(shape), 1, options.seed)[0].reshape(shape)
+    budget = options.local_budget if options.local_budget is not None else config.LOCAL_BUDGET_MAX_S
+    try:
+        res = local_identifiability(module, image, budget, options.seed, train=options.bn_mode == "train",
+                                    tau=config.LOCAL_TAU)
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        return OptimisationView(ViewStatus.FAILED, f"the gradient map cannot be differentiated: {type(e).__name__}: "
+                                f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}")
+    details = {"method": "numerical rank of S J, J = d grads / d image", "tau": config.LOCAL_TAU,
+               "seconds": round(res.seconds, 2)}
+    if res.skipped:
+        return OptimisationView(ViewStatus.SKIPPED, res.skipped, details=details)
+    X = prior_sample(shape, options.seed)
+    lost = ((X @ res.weak_basis) ** 2).sum(axis=1)
+    quality = quality_of(lost, X, f"local identifiability: {res.weak_basis.shape[1]} directions below "
+                                  "tau * sigma_max of d(gradients)/d(image)")
+    n = res.unknowns
+    directions = {"estimate": n - res.weak_basis.shape[1], "lo": n - res.weak_basis.shape[1],
+                  "hi": n - res.weak_basis.shape[1], "of": n}
+    details.update({"rank": res.rank, "gap": res.gap, "sigma_min_ratio": res.sigma_min_ratio})
+    return OptimisationView(ViewStatus.RAN, quality=quality, directions=directions, details=details)

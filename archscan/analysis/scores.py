@@ -1,12 +1,14 @@
 """Model-level scores (definitions in docs/scores.md), pure functions of the layer records."""
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 from archscan_kernels import forward_matrix, gradient_matrix
 
 from archscan import config
 from archscan.analysis.prior import prior_images
 from archscan.analysis.propagate import KNOWN, UNKNOWN, Val
+from archscan.analysis.verdict import ChainView, Quality
 
 
 def copa_index(deficiencies: list[int]) -> int:
@@ -29,12 +31,6 @@ def ra_index(layers: list[tuple[int, int, int]]) -> int:
         best = ra - n_v if best is None else max(best, ra - n_v)
         n_v += max(max(n_z - n_x, 0) - max(ra, 0), 0)
     return int(best if best is not None else 0)
-
-
-def verdict(score: float) -> str:
-    if score >= config.VERDICT_LEAKS:
-        return "LEAKS"
-    return "PARTIAL" if score >= config.VERDICT_PARTIAL else "RESISTANT"
 
 
 def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
@@ -77,25 +73,47 @@ def prior_sample(shape, seed: int) -> np.ndarray:
     return X - X.mean(axis=0, keepdims=True)
 
 
-def _quality(lost: np.ndarray, X: np.ndarray, how: str) -> dict:
+def quality_of(lost: np.ndarray, X: np.ndarray, how: str) -> Quality:
+    """Leakage score 1 - E||lost||^2 / E||x - mu||^2 and the PSNR of MSE = E||lost||^2 / n."""
     score = float(np.clip(1.0 - lost.sum() / (X ** 2).sum(), 0.0, 1.0))
     mse = float(lost.mean() / X.shape[1])
-    psnr = config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
-    return {"leakage_score": round(score, 6), "predicted_mse": mse, "predicted_psnr": round(psnr, 3),
-            "prediction_method": how, "prior_images": int(X.shape[0])}
+    return Quality(round(score, 6), mse, round(psnr_of(mse), 3), how, int(X.shape[0]))
 
 
-def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> dict:
+def psnr_of(mse: float) -> float:
+    """PSNR (peak 1) of an expected MSE, capped where float64 round-off is all that is left."""
+    return config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
+
+
+def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> Quality:
     """Leakage score (share of image variance determined) and predicted PSNR of the least-squares
     reconstruction with the prior mean in the null space."""
     X = prior_sample(shape, seed)
     lost, how = null_energy(image, system, rows, X, seed)
-    return _quality(lost, X, how)
+    return quality_of(lost, X, how)
 
 
-def local_quality(result, shape, seed: int) -> dict:
-    """Leakage score and predicted PSNR from the Jacobian's weak directions (analysis/local.py)."""
-    X = prior_sample(shape, seed)
-    lost = ((X @ result.weak_basis) ** 2).sum(axis=1)
-    return _quality(lost, X, f"local identifiability: {result.weak_basis.shape[1]} directions below "
-                             f"tau * sigma_max of d(gradients)/d(image)")
+def chain_view(g, systems: dict, state, shape, seed: int) -> ChainView:
+    """The closed-form view: how far the chain gets and what that determines of the image."""
+    name = next(n for n in nx.topological_sort(g) if g.nodes[n]["layer"].kind == "input")
+    img = state.val.get(name, Val())
+    via = systems.get(state.via.get(name))
+    rows = state.layer_rank.get(via.node.name, (0, "-"))[1] if via else "-"
+    quality = predicted_quality(img, via, rows, tuple(shape), seed)
+    status = "determined" if img.level == KNOWN else ("blocked" if img.level == UNKNOWN else "partial")
+    deficiency = {"determined": 0, "blocked": g.nodes[name]["layer"].out_size}.get(status, img.d)
+    return ChainView(quality, status, deficiency, img.masked, (via.node.module_path or via.node.name) if via else None,
+                     None if img.level == KNOWN else stopped_at(g, state))
+
+
+def stopped_at(g, state) -> str | None:
+    """The op nearest the image where the chain loses the value: its output is (partly) known,
+    an input of it is not."""
+    for n in nx.topological_sort(g):
+        layer = g.nodes[n]["layer"]
+        if layer.flow in ("constant", "input") or state.val.get(n, Val()).level == UNKNOWN:
+            continue
+        if any(state.val.get(p, Val()).level == UNKNOWN and g.nodes[p]["layer"].flow != "constant"
+               for p in g.predecessors(n)):
+            return layer.module_path or layer.name
+    return None

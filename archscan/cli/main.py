@@ -19,7 +19,7 @@ EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
 FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
-                   "local": "off"}
+                   "local": "auto", "local_budget": None}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
                  "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False}
 
@@ -38,9 +38,13 @@ def _model_options(p, weights: bool = True) -> None:
     p.add_argument("--relu-active", type=float, help="active fraction of ReLU outputs (default 0.5)")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--local", choices=("auto", "on", "off"),
-                   help="Jacobian identifiability step (what optimisation attacks see; slow: ~1 min for "
-                        "a small CIFAR CNN). auto: only when the layer chain does not already determine "
-                        "the image, within a time budget. Default off")
+                   help="the optimisation-attack view (what Inverting Gradients / DLG recover, from the spectrum "
+                        "of d(gradients)/d(image)). auto (default): whenever the layer chain does not already "
+                        "determine the image; on: always; off: skip it (recorded; a chain-RESISTANT model is "
+                        "then UNVERIFIED)")
+    p.add_argument("--local-budget", type=float, metavar="SECONDS",
+                   help="time budget of the optimisation-attack view (default: what its minimum accuracy needs, "
+                        "up to 10 minutes)")
 
 
 def _common_options(p) -> None:
@@ -113,7 +117,8 @@ def _options(s: dict):
     return ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
                        batch_size=s["batch_size"], labels=s["labels"], bn_mode=s["bn_mode"],
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
-                       model_args=s["model_args"], local=s.get("local") or "off")
+                       model_args=s["model_args"], local=s.get("local") or "auto",
+                       local_budget=s.get("local_budget"))
 
 
 def _policy(s: dict):

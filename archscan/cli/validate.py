@@ -26,8 +26,8 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--labels", choices=("known", "inferred"), default="inferred")
     p.add_argument("--bn-mode", choices=("eval", "train"), default="eval")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--local", choices=("auto", "on", "off"), default="off",
-                   help="the prediction includes scan's Jacobian identifiability step (slow)")
+    p.add_argument("--local", choices=("auto", "on", "off"), default="auto",
+                   help="scan's optimisation-attack view in the prediction (default auto, as scan)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--output", help="a folder: report.json/.txt, grid.png (or scatter.png) go there")
     p.add_argument("--debug", action="store_true")

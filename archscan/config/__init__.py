@@ -10,7 +10,8 @@ PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
 DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
 PSNR_CAP = 150.0          # float64 round-off floor for a determined image
 LOCAL_TAU = 1e-2          # Jacobian directions below tau * sigma_max count as unrecoverable by optimisation (calibrated on the zoo: docs/scores.md)
-LOCAL_BUDGET_S = 60.0     # time budget of the local-identifiability step (auto mode skips beyond it)
+LOCAL_BUDGET_S = None     # the optimisation view's time budget: None = what its minimum accuracy needs, up to LOCAL_BUDGET_MAX_S
+LOCAL_BUDGET_MAX_S = 600.0  # ... never more than this (10 min) unless --local-budget asks
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class ScanOptions:
     draws: int = 2
     weights: str | None = None
     model_args: dict = field(default_factory=dict)
-    local: str = "off"                # "auto" | "on" | "off": Jacobian identifiability step
-    local_budget: float = LOCAL_BUDGET_S
+    local: str = "auto"               # "auto" | "on" | "off": the optimisation-attack view
+    local_budget: float | None = LOCAL_BUDGET_S
 
     def threat_model(self) -> dict:
         d = asdict(self)
@@ -36,6 +37,6 @@ class ScanOptions:
             "batch_size": d["batch_size"], "labels": d["labels"],
             "weights": "given" if self.weights else "generic", "bn_mode": d["bn_mode"],
             "relu_active_fraction": d["relu_active"], "seed": d["seed"], "rank_draws": d["draws"],
-            "local_identifiability": d["local"],
+            "optimisation_view": d["local"], "optimisation_budget_s": d["local_budget"],
             "attacker": "knows the architecture, every weight and every shared gradient",
         }

@@ -7,17 +7,17 @@ import io
 from html import escape
 from pathlib import Path
 
-from archscan.formatters.text import layer_sources
+from archscan.formatters.text import chain_phrase, layer_sources, optimisation_phrase
 
 STATUS_CLASS = {"determined": "bad", "leak_source": "bad", "partial": "warn", "blocked": "good"}
-VERDICT_CLASS = {"LEAKS": "bad", "PARTIAL": "warn", "RESISTANT": "good"}
+VERDICT_CLASS = {"LEAKS": "bad", "PARTIAL": "warn", "UNVERIFIED": "unverified", "RESISTANT": "good"}
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums} table.layers td{white-space:nowrap} th{background:#f4f4f4}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
-.badge.bad{background:#c62828}.badge.warn{background:#ef6c00}.badge.good{background:#2e7d32}
+.badge.bad{background:#c62828}.badge.warn{background:#ef6c00}.badge.good{background:#2e7d32}.badge.unverified{background:#6a1b9a}
 tr.bad td.s{color:#c62828;font-weight:600} tr.warn td.s{color:#ef6c00} tr.good td.s{color:#2e7d32}
 .fail{color:#c62828;font-weight:600}.pass{color:#2e7d32;font-weight:600}
 img.plot{max-width:100%;border:1px solid #eee} code{background:#f6f6f6;padding:0 3px}
@@ -51,7 +51,9 @@ def _rows(header, rows, numeric=(), cls: str = "") -> str:
 def _summary(report: dict) -> str:
     s, img, m = report["scores"], report["image"], report["model"]
     via = f", via {img['via']}" if img.get("via") else ""
-    rows = [("verdict", s["verdict"]), ("leakage score", f"{s['leakage_score']:.3f}"),
+    rows = [("verdict", s["verdict"] + (f" ({s['verdict_note']})" if s.get("verdict_note") else "")),
+            ("closed-form attacks", chain_phrase(s)), ("optimisation attacks", optimisation_phrase(s)),
+            ("leakage score", f"{s['leakage_score']:.3f}"),
             ("predicted PSNR", f"{s['predicted_psnr']:.1f} dB"), ("COPA index", s["copa_index"]),
             ("RA index", s["ra_index"]), ("image", f"{img['status']} (deficiency {img['deficiency']} of {img['unknowns']}{via})"),
             ("input", "×".join(map(str, m["input_shape"]))), ("traced with", m["trace_method"])]

@@ -1,9 +1,9 @@
 """GitHub-flavoured Markdown for a CI step summary ($GITHUB_STEP_SUMMARY) or a PR comment."""
 from __future__ import annotations
 
-from archscan.formatters.text import layer_sources
+from archscan.formatters.text import chain_phrase, layer_sources, optimisation_phrase
 
-ICON = {"LEAKS": "🔴", "PARTIAL": "🟠", "RESISTANT": "🟢"}
+ICON = {"LEAKS": "🔴", "PARTIAL": "🟠", "UNVERIFIED": "🟣", "RESISTANT": "🟢"}
 LAYER_COLUMNS = ("layer", "type", "in → out", "unknowns", "rows W/K/P", "rank", "deficiency", "attack rows (rank)",
                  "status", "source")
 
@@ -31,10 +31,14 @@ def _heading(report: dict) -> str:
 def _scores(report: dict) -> str:
     s, img = report["scores"], report["image"]
     via = f", via `{img['via']}`" if img.get("via") else ""
-    return _table(("verdict", "leakage score", "predicted PSNR", "COPA index", "RA index", "image"),
+    table = _table(("verdict", "leakage score", "predicted PSNR", "COPA index", "RA index", "image"),
                   [(f"**{s['verdict']}**", f"{s['leakage_score']:.3f}", f"{s['predicted_psnr']:.1f} dB",
                     s["copa_index"], s["ra_index"],
                     f"{img['status']} (deficiency {img['deficiency']} of {img['unknowns']}{via})")])
+    views = _table(("view", "what it finds"), [("closed-form attacks (layer chain)", chain_phrase(s)),
+                                               ("optimisation attacks (gradient matching)", optimisation_phrase(s))])
+    note = f"\n\n> {cell(s['verdict_note'])}" if s.get("verdict_note") else ""
+    return table + "\n\n" + views + note
 
 
 def _gate(report: dict) -> str:

@@ -10,7 +10,7 @@ import os
 
 COLUMNS = ("layer", "type", "in -> out", "unknowns", "rows W/K/P", "rank", "defic.", "attack rows", "status")
 STATUS_COLOUR = {"determined": "31", "leak_source": "31", "partial": "33", "blocked": "32",
-                 "LEAKS": "1;31", "PARTIAL": "1;33", "RESISTANT": "1;32", "FAILED": "1;31", "passed": "1;32"}
+                 "LEAKS": "1;31", "PARTIAL": "1;33", "UNVERIFIED": "1;35", "RESISTANT": "1;32", "FAILED": "1;31", "passed": "1;32"}
 
 
 def _rank(layer: dict) -> str:
@@ -47,8 +47,46 @@ def table(report: dict, colour: bool = False) -> list[str]:
 
 def _verdict_line(report: dict) -> str:
     s = report["scores"]
-    return (f"verdict    {s['verdict']}  leakage score {s['leakage_score']:.3f}  "
+    line = (f"verdict    {s['verdict']}  leakage score {s['leakage_score']:.3f}  "
             f"predicted PSNR {s['predicted_psnr']:.1f} dB")
+    if s.get("verdict_note"):
+        return line + f"  ({s['verdict_note']})"
+    return line + (f"  (from the {s['decided_by']} view)" if s.get("decided_by") else "")
+
+
+def chain_phrase(scores: dict) -> str:
+    """'closed-form attacks: ...' -- what the layer chain reaches."""
+    c = scores.get("chain")
+    if not c:
+        return ""
+    where = {"determined": f"determine the image (via {c['via']})",
+             "partial": f"determine part of the image (via {c['via']})",
+             "blocked": f"are blocked at {c['stopped_at']}" if c.get("stopped_at") else "are blocked"}[c["image_status"]]
+    return f"{where}; {c['verdict']}, leakage {c['leakage_score']:.3f}, predicted PSNR {c['predicted_psnr']:.1f} dB"
+
+
+def optimisation_phrase(scores: dict) -> str:
+    """'optimisation attacks: ...' -- what gradient matching resolves, or why that is unknown."""
+    o = scores.get("optimisation")
+    if not o:
+        return ""
+    if o["status"] != "ran":
+        return f"not estimated ({o['status']}: {o['reason']})"
+    d, lo_hi = o.get("directions"), o.get("psnr_interval")
+    dirs = f"{d['estimate']} of {d['of']} directions recoverable, " if d else ""
+    band = f" [{lo_hi[0]:.1f}, {lo_hi[1]:.1f}]" if lo_hi else ""
+    return (f"{dirs}{o['verdict']}, leakage {o['leakage_score']:.3f}, "
+            f"predicted PSNR {o['predicted_psnr']:.1f} dB{band}")
+
+
+def view_lines(report: dict) -> list[str]:
+    s = report["scores"]
+    out = []
+    if s.get("chain"):
+        out.append(f"closed-form attacks   {chain_phrase(s)}")
+    if s.get("optimisation"):
+        out.append(f"optimisation attacks  {optimisation_phrase(s)}")
+    return out
 
 
 def summary(report: dict) -> list[str]:
@@ -58,6 +96,7 @@ def summary(report: dict) -> list[str]:
         f"model      {m['spec']}  input {_shape(m['input_shape'])}  traced with {m['trace_method']}",
         f"image      {img['status']} (deficiency {img['deficiency']} of {img['unknowns']}"
         + (f", via {img['via']})" if img.get("via") else ")"),
+        *view_lines(report),
         _verdict_line(report),
         f"indices    COPA {s['copa_index']}  RA {s['ra_index']}",
         f"coverage   {cov['handled']} handled, {cov['ignored']} ignored, {cov['unsupported']} unsupported "
@@ -126,7 +165,7 @@ def _paint(text: str, key: str) -> str:
 
 
 def _paint_words(line: str) -> str:
-    for word in ("LEAKS", "PARTIAL", "RESISTANT", "FAILED", "FAIL"):
+    for word in ("LEAKS", "PARTIAL", "UNVERIFIED", "RESISTANT", "FAILED", "FAIL"):
         if f" {word} " in f" {line} ":
             return line.replace(word, _paint(word, "FAILED" if word == "FAIL" else word), 1)
     return line

@@ -100,20 +100,42 @@ def user_frame(exc: BaseException, prefer: str | None = None) -> str:
     return f"{mine[-1].filename}:{mine[-1].lineno}"
 
 
-def load_model(spec: str, model_args: dict | None = None, num_classes: int | None = None) -> LoadedModel:
+def load_model(spec: str, model_args: dict | None = None, num_classes: int | None = None,
+               seed: int = 0) -> LoadedModel:
+    """Import the spec's module and build the model.  Everything random the user's code draws while
+    importing and constructing (a factory's initial weights) comes from torch's generator seeded
+    with ``seed``, inside ``fork_rng``: the same seed builds the same weights, whatever ran before,
+    and the caller's random state is left as it was."""
     if spec.endswith(".pt2"):
         return _load_program(spec)
     if ":" not in spec:
         raise InputError(f"model {spec!r}: expected path/to/file.py:NAME, package.module:NAME or a .pt2 file")
     where, name = spec.rsplit(":", 1)
-    with record_creation_sites():
+    with seeded(seed), record_creation_sites():
         module, source = _import(where)
-    if not hasattr(module, name):
-        avail = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))[:12]
-        raise InputError(f"{where}: no attribute {name!r} (defined there: {', '.join(avail)})")
-    with record_creation_sites():
+        if not hasattr(module, name):
+            avail = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))[:12]
+            raise InputError(f"{where}: no attribute {name!r} (defined there: {', '.join(avail)})")
         model = _instantiate(getattr(module, name), spec, model_args or {}, num_classes, source)
     return LoadedModel(model, None, spec, source)
+
+
+@contextmanager
+def seeded(seed: int):
+    """torch's (and numpy's and random's) global generators seeded with ``seed``, restored after."""
+    import random
+
+    import numpy as np
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def _import(where: str):

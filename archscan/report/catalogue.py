@@ -41,6 +41,11 @@ _RULES = (
     Rule("AS004", "activation-gradient-exposed", "A learned additive tensor exposes an activation's gradient",
          "A learned tensor added to an activation of its own size (e.g. a positional embedding) has that "
          "activation's gradient as its own gradient, which the client shares.", "warning", 5.0),
+    Rule("AS005", "optimisation-recoverable", "Optimisation attacks can recover the training image",
+         "The spectrum of d(shared gradients)/d(image) at natural images shows that gradient matching "
+         "(Inverting Gradients, DLG) resolves most of the image's variance, even where the layer-by-layer "
+         "chain is blocked (ReLU, pooling): the prediction is the prior-weighted energy of the directions "
+         "whose singular value is above the attack's calibrated resolution (docs/scores.md).", "error", 8.0),
     Rule("AS010", "layer-input-partial", "A layer's input is partially determined",
          "The attacker's rows at this layer have a rank below the number of unknowns: part of the input "
          "is determined, a null space of the reported deficiency is not.", "note", 3.0),
@@ -48,9 +53,14 @@ _RULES = (
          "At the configured batch size the gradient rows of this layer cannot determine every sample; "
          "scores are computed at batch 1, the attacker-favourable case.", "note", 2.0),
     Rule("AS030", "chain-only-verdict", "The verdict comes from the layer-by-layer chain only",
-         "Optimisation attacks (DLG, Inverting Gradients) solve the whole system at once and may recover "
-         "more than the layer chain shows; run the scan with --local on to measure what they can see.",
-         "note", 3.0),
+         "The optimisation-attack view was switched off (--local off). Optimisation attacks (DLG, Inverting "
+         "Gradients) solve the whole system at once and may recover more than the layer chain shows, so a "
+         "model that the chain calls RESISTANT is reported UNVERIFIED.", "note", 3.0),
+    Rule("AS031", "optimisation-view-not-run", "The optimisation-attack view could not run",
+         "The estimate of what optimisation attacks recover did not run or finish (over its time or memory "
+         "budget, an op without a second derivative, a program that cannot be differentiated). A model no "
+         "view finds leaking is then UNVERIFIED, never RESISTANT; give a larger --local-budget or a GPU.",
+         "warning", 5.0),
     Rule("AS100", "unsupported-op", "An op no rule handles (treated as transparent to the attacker)",
          "The traced graph contains an op archscan has no rule for. It is assumed to let the attacker "
          "through (conservative) and counts against coverage.", "warning", 4.0),

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VERDICT_RANK = {"RESISTANT": 0, "PARTIAL": 1, "LEAKS": 2}
-FAIL_ON = {"partial": "PARTIAL", "leaks": "LEAKS"}
+from archscan.terms import Verdict, ViewStatus
+
+VERDICT_RANK = {v.value: v.rank for v in Verdict}
+# --fail-on partial fails everything not shown safe: UNVERIFIED, PARTIAL and LEAKS
+FAIL_ON = {"partial": Verdict.UNVERIFIED, "leaks": Verdict.LEAKS}
 STATUS_RANK = {"blocked": 0, "partial": 1, "determined": 2, "leak_source": 2}
 SCORE_TOLERANCE = 1e-3     # a leakage score may move this much against the baseline (prior sampling)
 EXPOSURE_TOLERANCE = 1e-9  # a layer's determined fraction may not grow at all
@@ -101,9 +104,12 @@ def threshold_checks(report: dict, policy: Policy) -> list[Check]:
 
 def check_fail_under(report: dict, minimum: float) -> Check:
     r, s = resistance(report), report["scores"]
-    ok = r >= minimum
+    unverified = _unverified(report)
+    ok = r >= minimum and not (unverified and minimum > 0)
     msg = (f"resistance {r:.3f} (1 - leakage score {s['leakage_score']:.3f}) is "
-           f"{'at or above' if ok else 'below'} --fail-under {minimum:g}; {_image_phrase(report)}")
+           f"{'at or above' if r >= minimum else 'below'} --fail-under {minimum:g}; {_image_phrase(report)}")
+    if unverified and minimum > 0:
+        msg += f"; not established: {unverified}"
     return Check("fail-under", "AS200", f"fail-under {minimum:g}", ok, msg, () if ok else exposed_layers(report))
 
 
@@ -113,6 +119,16 @@ def check_fail_on(report: dict, fail_on: str) -> Check:
     msg = (f"verdict {verdict} (leakage score {report['scores']['leakage_score']:.3f}) "
            f"{'is below' if ok else 'reaches'} --fail-on {fail_on}; {_image_phrase(report)}")
     return Check("fail-on", "AS201", f"fail-on {fail_on}", ok, msg, () if ok else exposed_layers(report))
+
+
+def _unverified(report: dict) -> str:
+    """Why the resistance score is not a verified figure ('' when it is): the optimisation-attack
+    view did not run, so only the chain's (optimistic) figure exists."""
+    s = report["scores"]
+    opt = s.get("optimisation") or {}
+    if s.get("verdict") == Verdict.LEAKS or opt.get("status", ViewStatus.RAN) in (ViewStatus.RAN, ViewStatus.NOT_NEEDED):
+        return ""
+    return s.get("verdict_note") or "the optimisation-attack view did not run"
 
 
 def _image_phrase(report: dict) -> str:

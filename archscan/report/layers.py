@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from archscan.analysis.propagate import exposes_gradient
 from archscan.report.records import Finding, relpath
+from archscan.terms import Verdict, ViewStatus
 
 
 def _bound(b) -> dict:
@@ -58,11 +59,7 @@ def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> l
     out = []
     if batch_size > 1:
         out.extend(_batch_findings(layers, batch_size))
-    local = scores.get("local")
-    if scores["verdict"] != "LEAKS" and (local is None or local.get("skipped")):
-        out.append(Finding("AS030", "note", "this verdict comes from the layer-by-layer chain; optimisation "
-                           "attacks (DLG, Inverting Gradients) solve the whole system and may recover more: "
-                           "run with --local on to measure what they can see", None, None))
+    out.extend(view_findings(scores))
     if image["status"] == "determined":
         out.append(Finding("AS001", "error", f"the training image is fully determined by the shared "
                            f"gradients (via {image['via']}): exact reconstruction is possible",
@@ -84,6 +81,26 @@ def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> l
                                "archscan assumes the attacker resolves them (conservative)",
                                layer.module_path or layer.name, relpath(layer.source)))
     return out
+
+
+def view_findings(scores: dict) -> list:
+    """What the optimisation-attack view found, or why it could not say."""
+    opt, chain = scores["optimisation"], scores["chain"]
+    if opt["status"] == ViewStatus.OFF:
+        return [Finding("AS030", "note", "the optimisation-attack view was switched off (--local off): this "
+                        f"verdict comes from the layer-by-layer chain only, so it is at least {Verdict.UNVERIFIED}; "
+                        "optimisation attacks (DLG, Inverting Gradients) may recover more", None, None)]
+    if opt["status"] in (ViewStatus.SKIPPED, ViewStatus.FAILED):
+        return [Finding("AS031", "warning", f"the optimisation-attack view could not run ({opt['reason']}): "
+                        f"the verdict is {scores['verdict']}, not a verified result", None, None)]
+    if opt["status"] != ViewStatus.RAN or opt["verdict"] == Verdict.RESISTANT:
+        return []
+    level = "error" if opt["verdict"] == Verdict.LEAKS else "warning"
+    d = opt.get("directions") or {}
+    dirs = f"{d['estimate']} of {d['of']} image directions above the attack's resolution, " if d else ""
+    return [Finding("AS005", level, f"optimisation attacks (Inverting Gradients, DLG) can recover "
+                    f"{100 * opt['leakage_score']:.0f}% of the image's variance: {dirs}predicted PSNR "
+                    f"{opt['predicted_psnr']:.1f} dB (closed-form chain: image {chain['image_status']})", None, None)]
 
 
 def _source_of(layers, name):

@@ -141,7 +141,7 @@ def validate(spec: str, opts: ValidateOptions, grid_path: str | None = None) -> 
     check_attacks(opts.attacks)
     device = check_device(opts.device)
     pred, why = prediction(spec, opts.scan)
-    loaded = load_model(spec, opts.scan.model_args, opts.scan.num_classes)
+    loaded = load_model(spec, opts.scan.model_args, opts.scan.num_classes, opts.scan.seed)
     if loaded.module is None:
         raise InputError(f"{spec}: validate needs the model's source (.pt2 programs cannot be re-run for attacks)")
     if opts.scan.weights:

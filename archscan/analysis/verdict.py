@@ -1,0 +1,98 @@
+"""The model's verdict from its two views: what closed-form attacks solve layer by layer (the
+chain) and what optimisation attacks recover (the Jacobian of the gradient map).  RESISTANT must be
+earned: it needs both views, so a view that did not run makes the answer UNVERIFIED, never safe."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from archscan import config
+from archscan.terms import Verdict, ViewStatus
+
+
+def verdict_of(score: float) -> Verdict:
+    """Thresholds on a leakage score (share of the image's variance recoverable)."""
+    if score >= config.VERDICT_LEAKS:
+        return Verdict.LEAKS
+    return Verdict.PARTIAL if score >= config.VERDICT_PARTIAL else Verdict.RESISTANT
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A view's prediction: leakage score, expected MSE and PSNR of the reconstruction."""
+
+    leakage_score: float
+    predicted_mse: float
+    predicted_psnr: float
+    method: str
+    prior_images: int
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict_of(self.leakage_score)
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """Closed-form attacks: the layer chain from the output down to the image."""
+
+    quality: Quality
+    image_status: str            # determined | partial | blocked
+    deficiency: int              # image directions the chain leaves undetermined
+    masked: bool                 # known only on a ReLU's active entries
+    via: str | None              # the layer that determines (part of) the image, if any
+    stopped_at: str | None       # the op nearest the image where the chain loses the value
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.quality.verdict, **_quality(self.quality), "image_status": self.image_status,
+                "via": self.via, "stopped_at": self.stopped_at}
+
+
+@dataclass(frozen=True)
+class OptimisationView:
+    """Optimisation attacks: what gradient matching resolves, from the spectrum of d(gradients)/d(image)."""
+
+    status: ViewStatus
+    reason: str = ""
+    quality: Quality | None = None
+    leakage_interval: tuple[float, float] | None = None
+    psnr_interval: tuple[float, float] | None = None
+    directions: dict | None = None      # recoverable directions: estimate, lo, hi, of
+    details: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.quality.verdict if self.status == ViewStatus.RAN and self.quality else None
+
+    def to_dict(self) -> dict:
+        out = {"status": self.status, "reason": self.reason, "verdict": self.verdict}
+        if self.quality is not None:
+            out.update(_quality(self.quality))
+        out.update({"leakage_interval": _pair(self.leakage_interval), "psnr_interval": _pair(self.psnr_interval),
+                    "directions": self.directions, **self.details})
+        return out
+
+
+def _quality(q: Quality) -> dict:
+    d = asdict(q)
+    d["prediction_method"] = d.pop("method")
+    return d
+
+
+def _pair(v):
+    return list(v) if v is not None else None
+
+
+def combine(chain: ChainView, opt: OptimisationView) -> dict:
+    """The model's verdict and the figures of the view that decides it (the larger leakage)."""
+    use_opt = opt.verdict is not None and opt.quality.leakage_score > chain.quality.leakage_score
+    best = opt.quality if use_opt else chain.quality
+    if opt.status == ViewStatus.RAN:
+        verdict = Verdict.worst(chain.quality.verdict, opt.verdict)
+        note = ""
+    elif opt.status == ViewStatus.NOT_NEEDED:
+        verdict, note = chain.quality.verdict, ""
+    else:
+        verdict = Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED)
+        note = f"the optimisation-attack view did not run ({opt.status}: {opt.reason})"
+    return {"verdict": verdict, "decided_by": "optimisation" if use_opt else "chain", "verdict_note": note,
+            **_quality(best)}
