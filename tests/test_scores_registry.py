@@ -4,8 +4,11 @@ import pkgutil
 import pytest
 
 import archscan.layers as layers
-from archscan.analysis.scores import copa_index, ra_index, verdict
-from archscan.layers import FAMILIES, REGISTRY, Registry, Rule
+from archscan.analysis.scores import copa_index, ra_index
+from archscan.analysis.verdict import verdict_of as verdict
+from archscan.layers import FAMILIES, REGISTRY, LayerKind, Registry
+from archscan.layers.base import canonical
+from archscan.layers.flow import BIJECTIVE, PARAMETRIC, Flow
 
 
 def test_copa_index_matches_definition():
@@ -26,14 +29,36 @@ def test_verdict_thresholds():
 
 
 def test_every_rule_file_is_registered():
-    files = {m.name for m in pkgutil.iter_modules(layers.__path__)} - {"base"}
+    files = {m.name for m in pkgutil.iter_modules(layers.__path__)} - {"base", "flow"}
     assert files == {f.__name__.rsplit(".", 1)[1] for f in FAMILIES}
 
 
 def test_registering_twice_raises():
     reg = Registry()
-    rule = Rule("x", "t", "bijective")
-    reg.register(rule)
+    kind = LayerKind("x", "t", BIJECTIVE)
+    reg.register(kind)
     with pytest.raises(ValueError, match="registered twice"):
-        reg.register(rule)
-    assert "conv2d" in REGISTRY.rules and "relu" in REGISTRY.rules
+        reg.register(kind)
+    assert "conv2d" in REGISTRY.kinds and "relu" in REGISTRY.kinds
+
+
+def test_a_kind_declares_a_flow_object_and_parametric_kinds_a_geometry():
+    with pytest.raises(TypeError, match="flow must be"):
+        LayerKind("x", "t", "bijective")
+    with pytest.raises(TypeError, match="needs a geometry"):
+        LayerKind("y", "t", PARAMETRIC)
+    assert all(isinstance(k.flow, Flow) for k in REGISTRY.kinds.values())
+    assert all(k.geometry is not None for k in REGISTRY.kinds.values() if k.flow.parametric)
+
+
+@pytest.mark.parametrize("spelling, kind", [("relu_", "relu"), ("add_", "add"), ("aten.relu_.default", "aten.relu"),
+                                            ("aten.add_.Tensor", "aten.add"), ("aten.conv2d.default", "aten.conv2d"),
+                                            ("__iadd__", "__iadd__")])
+def test_in_place_spellings_are_their_kind(spelling, kind):
+    assert canonical(spelling) == kind
+
+
+def test_in_place_ops_match_the_same_kind():
+    assert REGISTRY.for_aten("aten.relu_.default").kind == "relu"
+    assert REGISTRY.for_aten("aten.hardtanh_.default").kind == "relu"
+    assert REGISTRY.for_method("add_").kind == "add" and REGISTRY.for_method("relu_").kind == "relu"

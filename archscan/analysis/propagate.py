@@ -1,6 +1,7 @@
-"""Propagate what the attacker can determine from the output down to the image (a fixpoint over
-the layer graph).  Each tensor carries a value state (known / partial with deficiency d / unknown,
-and whether it is known only on a ReLU's active entries) and whether its gradient is known."""
+"""Propagate what the attacker can determine from the output down to the image: a fixpoint over the
+layer graph.  Each tensor carries a value state (``layers.flow.Val``) and whether its gradient is
+known; every op's behaviour comes from its flow object (``archscan.layers.flow``), so nothing here
+knows about any particular kind of layer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,18 +10,9 @@ import networkx as nx
 from archscan_kernels import Reader, joint_rank
 
 from archscan.analysis.systems import LayerSystem
+from archscan.layers.flow import KNOWN, PARTIAL, UNKNOWN, Val
 
-KNOWN, PARTIAL, UNKNOWN = 2, 1, 0
-
-
-@dataclass(frozen=True)
-class Val:
-    level: int = UNKNOWN
-    d: int = 0                 # deficiency when PARTIAL
-    masked: bool = False       # known only where a ReLU is active
-
-    def key(self):
-        return (self.level, -self.d, not self.masked)
+__all__ = ["KNOWN", "PARTIAL", "UNKNOWN", "State", "Val", "exposes_gradient", "propagate", "usable_rank"]
 
 
 @dataclass
@@ -40,18 +32,43 @@ class State:
         return False
 
 
+@dataclass
+class _Context:
+    """What the flows may ask (``layers.flow.Context``)."""
+
+    g: nx.DiGraph
+    systems: dict
+    st: State
+    bn_train: bool
+
+    def val(self, name: str) -> Val:
+        return self.st.val.get(name, Val())
+
+    def size(self, name: str) -> int:
+        return self.g.nodes[name]["layer"].out_size
+
+    def parametric_input(self, node) -> Val:
+        sys = self.systems[node.name]
+        rank, rows = usable_rank(sys, self.val(node.name), self.st.grad.get(node.name, False))
+        self.st.layer_rank[node.name] = (rank, rows)
+        if rank == 0:
+            return Val()
+        d = sys.unknowns - rank
+        return Val(KNOWN) if d == 0 else Val(PARTIAL, d)
+
+
 def propagate(g: nx.DiGraph, systems: dict[str, LayerSystem], bn_train: bool = False) -> State:
     """Fixpoint of the backward (output -> image) and forward (known inputs -> outputs) rules."""
     st = State()
     order = list(nx.topological_sort(g))
     for n in order:
-        layer = g.nodes[n]["layer"]
-        if layer.flow == "constant":
+        if g.nodes[n]["layer"].flow.seeds_known:
             st.val[n] = Val(KNOWN)
         sys = systems.get(n)
         st.grad[n] = bool(sys and sys.leak_source) or exposes_gradient(g, n)
+    ctx = _Context(g, systems, st, bn_train)
     for _ in range(4 * len(order) + 4):
-        changed = _backward_pass(g, order, systems, st, bn_train)
+        changed = _backward_pass(ctx, order)
         changed |= _forward_pass(g, order, st)
         if not changed:
             break
@@ -62,11 +79,11 @@ def exposes_gradient(g, n) -> bool:
     """A learned tensor *added* to an activation of its own size (a positional embedding, a bias
     map) has exactly that activation's gradient as its own gradient: g is observed there (APRIL)."""
     layer = g.nodes[n]["layer"]
-    if layer.flow != "add" or not layer.out_shape:
+    if not layer.flow.sum_of_inputs or not layer.out_shape:
         return False
     for p in g.predecessors(n):
         src = g.nodes[p]["layer"]
-        if src.flow == "constant" and src.out_shape and src.out_size == layer.out_size:
+        if src.flow.seeds_known and src.out_shape and src.out_size == layer.out_size:
             return True
     return False
 
@@ -74,25 +91,25 @@ def exposes_gradient(g, n) -> bool:
 def _forward_pass(g, order, st) -> bool:
     changed = False
     for n in order:
-        layer = g.nodes[n]["layer"]
-        ins = [p for p in g.predecessors(n)]
-        if layer.flow in ("input", "constant") or not ins:
+        ins = list(g.predecessors(n))
+        if g.nodes[n]["layer"].flow.seeds_known or not ins:
             continue
         if all(st.val.get(p, Val()).level == KNOWN and not st.val[p].masked for p in ins):
             changed |= st.improve(n, Val(KNOWN))
     return changed
 
 
-def _backward_pass(g, order, systems, st, bn_train) -> bool:
+def _backward_pass(ctx: _Context, order) -> bool:
     changed = False
+    g, st = ctx.g, ctx.st
     for n in reversed(order):
         layer = g.nodes[n]["layer"]
-        if not st.grad.get(n):
-            if _grad_known(g, n, st):
-                st.grad[n] = True
-                changed = True
-        changed |= _back_rule(g, layer, systems, st, bn_train)
-        changed |= _joint(g, n, systems, st)
+        if not st.grad.get(n) and _grad_known(g, n, st):
+            st.grad[n] = changed = True
+        via = layer.name if layer.flow.parametric else st.via.get(layer.name)
+        for name, v in layer.flow.back(layer, ctx.val(layer.name), ctx):
+            changed |= st.improve(name, v, via)
+        changed |= _joint(g, n, ctx.systems, st)
     return changed
 
 
@@ -117,72 +134,19 @@ def _reader(system: LayerSystem, rank: int, rows: str) -> Reader:
 
 def _grad_known(g, n, st) -> bool:
     """Gradient of tensor n is known when every consumer's contribution can be formed."""
-    consumers = [c for c in g.successors(n) if g.nodes[c]["layer"].flow != "ignore"
-                 or g.nodes[c]["layer"].kind == "output"]
-    if not consumers:
-        return False
-    return all(_contribution(g.nodes[c]["layer"], st) for c in consumers)
+    consumers = [g.nodes[c]["layer"] for c in g.successors(n)]
+    consumers = [c for c in consumers if c.flow.contributes_gradient]
+    return bool(consumers) and all(_contribution(c, st) for c in consumers)
 
 
 def _contribution(layer, st) -> bool:
-    if layer.kind == "output":
+    if layer.flow.is_loss:
         return True  # loss gradient: label known or inferred (iDLG)
     if not st.grad.get(layer.name):
         return False
-    if layer.flow in ("invertible", "ambiguous", "relu"):
-        v = st.val.get(layer.name, Val())
-        return v.level == KNOWN  # sigma' is read off the output
+    if layer.flow.value_for_gradient:
+        return st.val.get(layer.name, Val()).level == KNOWN  # sigma' is read off the output
     return True
-
-
-def _back_rule(g, layer, systems, st, bn_train) -> bool:
-    out = st.val.get(layer.name, Val())
-    ins = list(g.predecessors(layer.name))
-    via = st.via.get(layer.name)
-    flow = "pool" if layer.flow == "bijective" and layer.kind == "batchnorm" and bn_train else layer.flow
-    if flow == "parametric":
-        return _parametric(layer, systems[layer.name], st, ins)
-    if out.level == UNKNOWN or not ins:
-        return False
-    if flow in ("invertible", "ambiguous", "bijective", "dropout", "unsupported"):
-        return any(st.improve(p, out, via) for p in ins)
-    if flow == "relu":
-        return st.improve(ins[0], Val(out.level, out.d, masked=out.level == KNOWN or out.masked), via)
-    if flow == "pool":
-        return _pool(g, layer, st, ins, out, via)
-    if flow == "add":
-        return _add(st, ins, out, via)
-    if flow == "cat":
-        return any(st.improve(p, Val(out.level, min(out.d, g.nodes[p]["layer"].out_size)), via) for p in ins)
-    return False
-
-
-def _pool(g, layer, st, ins, out, via) -> bool:
-    n_in = g.nodes[ins[0]]["layer"].out_size
-    lost = 2 * layer.in_shapes[0][1] if layer.kind == "batchnorm" else n_in - layer.out_size
-    d = min(n_in, out.d + max(lost, 0))
-    return st.improve(ins[0], Val(PARTIAL if d < n_in else UNKNOWN, d) if d else out, via)
-
-
-def _add(st, ins, out, via) -> bool:
-    changed = False
-    for p in ins:
-        others = [st.val.get(q, Val()) for q in ins if q != p]
-        if all(o.level >= PARTIAL for o in others):
-            d = out.d + sum(o.d for o in others)
-            level = KNOWN if d == 0 and out.level == KNOWN and all(o.level == KNOWN for o in others) else PARTIAL
-            changed |= st.improve(p, Val(level, d), via)
-    return changed
-
-
-def _parametric(layer, sys: LayerSystem, st, ins) -> bool:
-    rank, rows = usable_rank(sys, st.val.get(layer.name, Val()), st.grad.get(layer.name, False))
-    st.layer_rank[layer.name] = (rank, rows)
-    if rank == 0 or not ins:
-        return False
-    d = sys.unknowns - rank
-    v = Val(KNOWN) if d == 0 else Val(PARTIAL, d)
-    return st.improve(ins[0], v, via=layer.name)
 
 
 def usable_rank(sys: LayerSystem, out: Val, grad: bool) -> tuple[int, str]:

@@ -111,9 +111,9 @@ def stopped_at(g, state) -> str | None:
     an input of it is not."""
     for n in nx.topological_sort(g):
         layer = g.nodes[n]["layer"]
-        if layer.flow in ("constant", "input") or state.val.get(n, Val()).level == UNKNOWN:
+        if layer.flow.seeds_known or layer.kind == "input" or state.val.get(n, Val()).level == UNKNOWN:
             continue
-        if any(state.val.get(p, Val()).level == UNKNOWN and g.nodes[p]["layer"].flow != "constant"
+        if any(state.val.get(p, Val()).level == UNKNOWN and not g.nodes[p]["layer"].flow.seeds_known
                for p in g.predecessors(n)):
             return layer.module_path or layer.name
     return None

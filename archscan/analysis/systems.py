@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from math import prod
 
 import networkx as nx
 from archscan_kernels import (
     ConvGeometry,
     conv_ranks,
-    linear_geometry,
     max_batch,
     relu_stats,
 )
 
+from archscan.layers import REGISTRY
 from archscan.model.graph import LayerNode
 
 
@@ -40,19 +39,8 @@ class LayerSystem:
 
 
 def geometry_of(node: LayerNode) -> ConvGeometry:
-    """The ConvGeometry of a conv, or of a Linear seen as a 1x1 conv over its positions."""
-    shape = node.in_shapes[0]
-    p = node.params
-    if node.kind == "linear":
-        n_in = p.get("in_features") or shape[-1]
-        positions = prod(shape[1:-1]) if len(shape) > 2 else 1
-        return linear_geometry(n_in, p["out_features"], positions)
-    if len(shape) != 4:
-        raise ValueError(f"conv2d input of shape {shape}: expected N x C x H x W")
-    (kh, kw), (sh, sw) = p["kernel"], p["stride"]
-    (ph, pw), (dh, dw) = p["padding"], p["dilation"]
-    return ConvGeometry(shape[1], shape[2], shape[3], p["out_channels"], kh, kw, sh, sw, ph, pw,
-                        dh, dw, p["groups"], p["padding_mode"])
+    """The ConvGeometry of a parametric layer's system, as its family defines it."""
+    return REGISTRY[node.kind].geometry(node)
 
 
 def build_system(g: nx.DiGraph, node: LayerNode, draws: int, seed: int, relu_active: float) -> LayerSystem:
@@ -78,7 +66,7 @@ def feeds_relu(g: nx.DiGraph, name: str) -> bool:
     """True when the layer's output reaches a ReLU through bijective ops only (e.g. BatchNorm)."""
     for succ in g.successors(name):
         layer = g.nodes[succ]["layer"]
-        if layer.flow == "relu" or (layer.flow in ("bijective", "dropout") and feeds_relu(g, succ)):
+        if layer.flow.masks or (layer.flow.linear and feeds_relu(g, succ)):
             return True
     return False
 
@@ -88,10 +76,10 @@ def _pullback(g: nx.DiGraph, node: LayerNode) -> tuple[str | None, bool]:
     linear, cur = True, node.inputs[0] if node.inputs else None
     while cur is not None:
         layer = g.nodes[cur]["layer"]
-        if layer.flow == "parametric":
+        if layer.flow.parametric:
             return layer.name, linear
-        if layer.flow not in ("bijective", "dropout", "invertible", "relu", "ambiguous"):
+        if not layer.flow.elementwise:
             return None, False
-        linear = linear and layer.flow in ("bijective", "dropout")
+        linear = linear and layer.flow.linear
         cur = layer.inputs[0] if layer.inputs else None
     return None, False

@@ -1,12 +1,16 @@
-"""The layer-rule registry: every rule file is listed here explicitly (tests check none is missing)."""
+"""The layer families: every family file is listed here explicitly (a test checks none is missing).
+
+A family file holds its ``KINDS``: how each kind of op is matched in a traced graph, its parameters,
+its flow of knowledge (``flow.py``) and, for parametric kinds, the geometry of its system.
+"""
 from archscan.layers import activation, conv, linear, merge, norm, pool, shape
-from archscan.layers.base import FLOWS, Registry, Rule
+from archscan.layers.base import LayerKind, Registry
 
 FAMILIES = (linear, conv, activation, norm, pool, shape, merge)
 
 REGISTRY = Registry()
 for _family in FAMILIES:
-    for _rule in _family.RULES:
-        REGISTRY.register(_rule)
+    for _kind in _family.KINDS:
+        REGISTRY.register(_kind)
 
-__all__ = ["FAMILIES", "FLOWS", "REGISTRY", "Registry", "Rule"]
+__all__ = ["FAMILIES", "REGISTRY", "LayerKind", "Registry"]

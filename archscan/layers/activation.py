@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from archscan.layers.base import Rule, arg
+from archscan.layers.base import LayerKind, arg
+from archscan.layers.flow import AMBIGUOUS, INVERTIBLE, RELU
 
 
 def _leaky(m, args, kwargs):
@@ -25,19 +26,19 @@ def _elu(m, args, kwargs):
     return {"alpha": float(m.alpha if m is not None else arg(args, kwargs, 1, "alpha", 1.0))}
 
 
-RULES = (
-    Rule("tanh", "activation", "invertible", modules=(nn.Tanh,), functions=(torch.tanh, F.tanh),
-         methods=("tanh",), aten=("aten.tanh",)),
-    Rule("sigmoid", "activation", "invertible", modules=(nn.Sigmoid,),
-         functions=(torch.sigmoid, F.sigmoid), methods=("sigmoid",), aten=("aten.sigmoid",)),
-    Rule("leaky_relu", "activation", "invertible", modules=(nn.LeakyReLU,),
-         functions=(F.leaky_relu,), aten=("aten.leaky_relu",), params=_leaky),
-    Rule("softplus", "activation", "invertible", modules=(nn.Softplus,), functions=(F.softplus,),
-         aten=("aten.softplus",), params=_softplus),
-    Rule("elu", "activation", "invertible", modules=(nn.ELU,), functions=(F.elu,),
-         aten=("aten.elu",), params=_elu),
-    Rule("relu", "activation", "relu", modules=(nn.ReLU, nn.ReLU6), functions=(torch.relu, F.relu, F.relu6),
-         methods=("relu",), aten=("aten.relu", "aten.hardtanh")),
-    Rule("gelu", "activation", "ambiguous", modules=(nn.GELU,), functions=(F.gelu,), aten=("aten.gelu",)),
-    Rule("silu", "activation", "ambiguous", modules=(nn.SiLU,), functions=(F.silu,), aten=("aten.silu",)),
+KINDS = (
+    LayerKind("tanh", "activation", INVERTIBLE, modules=(nn.Tanh,), functions=(torch.tanh, F.tanh),
+              methods=("tanh",), aten=("aten.tanh",)),
+    LayerKind("sigmoid", "activation", INVERTIBLE, modules=(nn.Sigmoid,),
+              functions=(torch.sigmoid, F.sigmoid), methods=("sigmoid",), aten=("aten.sigmoid",)),
+    LayerKind("leaky_relu", "activation", INVERTIBLE, modules=(nn.LeakyReLU,),
+              functions=(F.leaky_relu,), aten=("aten.leaky_relu",), params=_leaky),
+    LayerKind("softplus", "activation", INVERTIBLE, modules=(nn.Softplus,), functions=(F.softplus,),
+              aten=("aten.softplus",), params=_softplus),
+    LayerKind("elu", "activation", INVERTIBLE, modules=(nn.ELU,), functions=(F.elu,),
+              aten=("aten.elu",), params=_elu),
+    LayerKind("relu", "activation", RELU, modules=(nn.ReLU, nn.ReLU6), functions=(torch.relu, torch.relu_, F.relu, F.relu6),
+              methods=("relu",), aten=("aten.relu", "aten.hardtanh")),
+    LayerKind("gelu", "activation", AMBIGUOUS, modules=(nn.GELU,), functions=(F.gelu,), aten=("aten.gelu",)),
+    LayerKind("silu", "activation", AMBIGUOUS, modules=(nn.SiLU,), functions=(F.silu,), aten=("aten.silu",)),
 )

@@ -1,81 +1,74 @@
-"""The rule record and the registry: one rule per layer kind, matched on module type, function,
-tensor method or aten op.  A rule turns a traced op into a normalised kind with plain-Python
-parameters and says how knowledge flows through it (its ``flow``)."""
+"""The layer-kind record and the registry.  A family file lists its ``KINDS``: each matches traced
+ops by module type, function, tensor method or aten name (in-place spellings such as ``relu_``,
+``add_`` and ``aten.relu_.default`` are the same kind), turns one into plain-Python parameters,
+declares how knowledge flows through it (a ``flow.Flow``) and, for parametric kinds, the geometry
+its system is built from."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
 
-# How a kind passes knowledge of values and gradients (used by analysis/propagate.py):
-FLOWS = (
-    "parametric",    # Linear / Conv2d: builds a linear system about its input
-    "invertible",    # elementwise, invertible, derivative a function of the output
-    "relu",          # forward rows only where active; derivative from the output's sign
-    "ambiguous",     # GELU/SiLU: two pre-images; assumed resolved (attacker-favourable)
-    "bijective",     # reshapes, identity, eval-mode BatchNorm: values and gradients pass
-    "dropout",       # identity at eval; at train an unknown mask (assumed known: conservative)
-    "pool",          # many-to-one: the input is partly known from the output
-    "norm_train",    # train-mode BatchNorm: two unknown statistics per channel
-    "add",           # residual sum
-    "cat",           # concatenation
-    "ignore",        # produces no tensor the attack needs (shape queries, output marker)
-)
+from archscan.layers.flow import Flow
 
 
 @dataclass(frozen=True)
-class Rule:
-    """How archscan treats one layer kind.  ``params(module, args, kwargs)`` returns plain data."""
+class LayerKind:
+    """How archscan treats one kind of op.  ``params(module, args, kwargs)`` returns plain data;
+    ``geometry(node)`` (parametric kinds) the ``archscan_kernels.ConvGeometry`` of its system."""
 
     kind: str
     family: str
-    flow: str
+    flow: Flow
     modules: tuple = ()
     functions: tuple = ()
     methods: tuple = ()
     aten: tuple = ()
     params: Callable | None = None
     why: str = ""
+    geometry: Callable | None = None
 
     def __post_init__(self):
-        if self.flow not in FLOWS:
-            raise ValueError(f"rule {self.kind}: unknown flow {self.flow!r}")
+        if not isinstance(self.flow, Flow):
+            raise TypeError(f"layer kind {self.kind}: flow must be a layers.flow.Flow, got {self.flow!r}")
+        if self.flow.parametric and self.geometry is None:
+            raise TypeError(f"layer kind {self.kind}: a parametric kind needs a geometry")
 
     def extract(self, module, args, kwargs) -> dict:
         return dict(self.params(module, args, kwargs)) if self.params else {}
 
 
+def canonical(name: str) -> str:
+    """``relu_`` -> ``relu``, ``aten.add_.Tensor`` -> ``aten.add``: in-place ops are their kind."""
+    if name.startswith("aten."):
+        name = ".".join(name.split(".")[:2])
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
+
+
 @dataclass
 class Registry:
-    rules: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)
 
-    def register(self, rule: Rule) -> None:
-        if rule.kind in self.rules:
-            raise ValueError(f"layer rule {rule.kind!r} registered twice")
-        self.rules[rule.kind] = rule
+    def register(self, kind: LayerKind) -> None:
+        if kind.kind in self.kinds:
+            raise ValueError(f"layer kind {kind.kind!r} registered twice")
+        self.kinds[kind.kind] = kind
+
+    def __getitem__(self, kind: str) -> LayerKind:
+        return self.kinds[kind]
 
     def for_module(self, module):
-        for rule in self.rules.values():
-            if rule.modules and isinstance(module, rule.modules):
-                return rule
-        return None
+        return next((k for k in self.kinds.values() if k.modules and isinstance(module, k.modules)), None)
 
     def for_function(self, fn):
-        for rule in self.rules.values():
-            if fn in rule.functions:
-                return rule
-        return None
+        return next((k for k in self.kinds.values() if fn in k.functions), None)
 
     def for_method(self, name: str):
-        for rule in self.rules.values():
-            if name in rule.methods:
-                return rule
-        return None
+        name = canonical(name)
+        return next((k for k in self.kinds.values() if name in k.methods), None)
 
     def for_aten(self, name: str):
-        for rule in self.rules.values():
-            if any(name == a or name.startswith(a + ".") for a in rule.aten):
-                return rule
-        return None
+        name = canonical(name)
+        return next((k for k in self.kinds.values() if name in k.aten), None)
 
 
 def arg(args, kwargs, i, name, default=None):

@@ -5,10 +5,12 @@ channels, so the naive count F*C*k*k over-states its rank whenever F*k*k > H*W. 
 between forward and gradient rows and uncovered pixels lower the rank further.  The exact generic
 ranks come from archscan_kernels.conv_ranks.
 """
+from archscan_kernels import ConvGeometry
 from torch import nn
 from torch.nn import functional as F
 
-from archscan.layers.base import Rule, arg, pair
+from archscan.layers.base import LayerKind, arg, pair
+from archscan.layers.flow import PARAMETRIC
 
 
 def _module(m, args, kwargs):
@@ -23,13 +25,30 @@ def _module(m, args, kwargs):
 
 
 def _function(args, kwargs):
-    return {"stride": pair(arg(args, kwargs, 3, "stride", 1)), "padding": pair(arg(args, kwargs, 4, "padding", 0)),
-            "dilation": pair(arg(args, kwargs, 5, "dilation", 1)), "groups": int(arg(args, kwargs, 6, "groups", 1)),
+    """F.conv2d / aten.conv2d (input, weight, bias, stride, padding, dilation, groups), or
+    aten.convolution (..., dilation, transposed, output_padding, groups)."""
+    groups_at = 8 if len(args) == 9 else 6
+    if len(args) == 9 and args[6]:
+        raise ValueError("transposed convolution")
+    return {"stride": pair(arg(args, kwargs, 3, "stride", 1) or 1), "padding": pair(arg(args, kwargs, 4, "padding", 0) or 0),
+            "dilation": pair(arg(args, kwargs, 5, "dilation", 1) or 1),
+            "groups": int(arg(args, kwargs, groups_at, "groups", 1) or 1),
             "padding_mode": "zeros", "bias": arg(args, kwargs, 2, "bias") is not None}
 
 
-RULES = (
-    Rule("conv2d", "conv", "parametric", modules=(nn.Conv2d,), functions=(F.conv2d,),
-         aten=("aten.conv2d", "aten.convolution"), params=_module,
-         why="exact generic rank of [W; K] from the structured rank engine"),
+def geometry(node) -> ConvGeometry:
+    """The system's geometry from the traced input shape and the layer's parameters."""
+    shape, p = node.in_shapes[0], node.params
+    if len(shape) != 4:
+        raise ValueError(f"conv2d input of shape {shape}: expected N x C x H x W")
+    (kh, kw), (sh, sw) = p["kernel"], p["stride"]
+    (ph, pw), (dh, dw) = p["padding"], p["dilation"]
+    return ConvGeometry(shape[1], shape[2], shape[3], p["out_channels"], kh, kw, sh, sw, ph, pw,
+                        dh, dw, p["groups"], p["padding_mode"])
+
+
+KINDS = (
+    LayerKind("conv2d", "conv", PARAMETRIC, modules=(nn.Conv2d,), functions=(F.conv2d,),
+              aten=("aten.conv2d", "aten.convolution"), params=_module, geometry=geometry,
+              why="exact generic rank of [W; K] from the structured rank engine"),
 )

@@ -4,10 +4,11 @@ import operator
 
 import torch
 
-from archscan.layers.base import Rule
+from archscan.layers.base import LayerKind
+from archscan.layers.flow import ADD, CAT
 
-RULES = (
-    Rule("add", "merge", "add", functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
-         aten=("aten.add",)),
-    Rule("cat", "merge", "cat", functions=(torch.cat, torch.concat), aten=("aten.cat",)),
+KINDS = (
+    LayerKind("add", "merge", ADD, functions=(operator.add, operator.iadd, torch.add), methods=("add",),
+              aten=("aten.add",)),
+    LayerKind("cat", "merge", CAT, functions=(torch.cat, torch.concat), aten=("aten.cat",)),
 )

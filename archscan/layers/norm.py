@@ -3,7 +3,19 @@ Train mode with a batch of one normalises by the sample's own statistics: two un
 (mean and scale) that the layers below must pin down."""
 from torch import nn
 
-from archscan.layers.base import Rule
+from archscan.layers.base import LayerKind
+from archscan.layers.flow import Bijective, lose
+
+
+class BatchNormFlow(Bijective):
+    """Eval: a bijection.  Train (``--bn-mode train``): the input loses two directions per channel."""
+
+    name = "batchnorm"
+
+    def back(self, node, out, ctx):
+        if not ctx.bn_train:
+            return super().back(node, out, ctx)
+        return lose(node, out, 2 * node.in_shapes[0][1], ctx)
 
 
 def _bn(m, args, kwargs):
@@ -11,8 +23,8 @@ def _bn(m, args, kwargs):
             "train": bool(m.training) if m is not None else False}
 
 
-RULES = (
-    Rule("batchnorm", "norm", "bijective", modules=(nn.BatchNorm1d, nn.BatchNorm2d),
-         aten=("aten._native_batch_norm_legit_no_training", "aten.batch_norm"), params=_bn,
-         why="eval mode: known affine map; train mode: 2 unknowns per channel (see analysis)"),
+KINDS = (
+    LayerKind("batchnorm", "norm", BatchNormFlow(), modules=(nn.BatchNorm1d, nn.BatchNorm2d),
+              aten=("aten._native_batch_norm_legit_no_training", "aten.batch_norm"), params=_bn,
+              why="eval mode: known affine map; train mode: 2 unknowns per channel"),
 )

@@ -4,20 +4,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from archscan.layers.base import Rule
+from archscan.layers.base import LayerKind
+from archscan.layers.flow import BIJECTIVE, DROPOUT, IGNORE
 
-RULES = (
-    Rule("reshape", "shape", "bijective", modules=(nn.Flatten, nn.Unflatten, nn.Identity),
-         functions=(torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
+KINDS = (
+    LayerKind("reshape", "shape", BIJECTIVE, modules=(nn.Flatten, nn.Unflatten, nn.Identity),
+              functions=(torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
                     torch.unsqueeze),
-         methods=("view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze",
+              methods=("view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze",
                   "unsqueeze", "clone", "float", "double", "to", "type_as"),
-         aten=("aten.view", "aten.reshape", "aten.flatten", "aten.permute", "aten.transpose",
+              aten=("aten.view", "aten.reshape", "aten.flatten", "aten.permute", "aten.transpose",
                "aten.clone", "aten._unsafe_view", "aten.squeeze", "aten.unsqueeze", "aten.alias",
                "aten.contiguous", "aten.t", "aten.expand", "aten.detach", "aten.dropout")),
-    Rule("dropout", "shape", "dropout", modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout),
-         functions=(F.dropout,)),
-    Rule("shape_query", "shape", "ignore", methods=("size", "dim", "numel"),
-         functions=(getattr,), aten=("aten.sym_size", "aten.sym_numel"),
-         why="returns shape metadata, not a tensor the attack reconstructs"),
+    LayerKind("dropout", "shape", DROPOUT, modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout),
+              functions=(F.dropout,)),
+    LayerKind("shape_query", "shape", IGNORE, methods=("size", "dim", "numel"),
+              functions=(getattr,), aten=("aten.sym_size", "aten.sym_numel"),
+              why="returns shape metadata, not a tensor the attack reconstructs"),
 )

@@ -6,6 +6,8 @@ from math import prod
 
 import networkx as nx
 
+from archscan.layers.flow import Flow
+
 OUTCOMES = ("handled", "ignored", "unsupported")
 
 
@@ -15,7 +17,7 @@ class LayerNode:
 
     name: str
     kind: str                  # rule kind, or "input" / "output" / "constant" / "unsupported"
-    flow: str                  # how knowledge passes (layers.base.FLOWS, or input/constant/unsupported)
+    flow: Flow                 # how knowledge crosses it (archscan.layers.flow)
     op_type: str               # module class or function name, for display
     module_path: str
     inputs: tuple = ()
@@ -49,4 +51,4 @@ def build_graph(nodes: list[LayerNode]) -> nx.DiGraph:
 
 def parametric_order(g: nx.DiGraph) -> list[LayerNode]:
     """Parametric layers in forward (topological) order."""
-    return [g.nodes[n]["layer"] for n in nx.topological_sort(g) if g.nodes[n]["layer"].flow == "parametric"]
+    return [g.nodes[n]["layer"] for n in nx.topological_sort(g) if g.nodes[n]["layer"].flow.parametric]

@@ -15,6 +15,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from archscan.errors import InputError, TraceError
 from archscan.layers import REGISTRY
+from archscan.layers.flow import CONSTANT, IGNORE, INPUT, OUTPUT, UNSUPPORTED
 from archscan.model.graph import LayerNode
 from archscan.model.load import LoadedModel, creation_site, user_frame
 
@@ -130,11 +131,11 @@ def _tensor_inputs(node) -> list:
 
 def _fx_node(n, modules, gm) -> LayerNode:
     if n.op == "placeholder":
-        return _record(n, "input", "input", "input", "", None)
+        return _record(n, "input", INPUT, "input", "", None)
     if n.op == "output":
-        return _record(n, "output", "ignore", "output", "", None, outcome="ignored", reason="output marker")
+        return _record(n, "output", OUTPUT, "output", "", None, outcome="ignored", reason="output marker")
     if n.op == "get_attr":
-        return _record(n, "constant", "constant", "parameter", n.target, None, outcome="ignored",
+        return _record(n, "constant", CONSTANT, "parameter", n.target, None, outcome="ignored",
                        reason="a learned constant the attacker knows")
     if n.op == "call_module":
         mod = modules[n.target]
@@ -157,21 +158,21 @@ def _module_path(n) -> str:
 
 def _classify(n, rule, op_type, path, module) -> LayerNode:
     if rule is None:
-        return _record(n, "unsupported", "unsupported", op_type, path, None, outcome="unsupported",
+        return _record(n, "unsupported", UNSUPPORTED, op_type, path, None, outcome="unsupported",
                        reason=f"no archscan rule for {op_type}")
     try:
         params = rule.extract(module, n.args, n.kwargs)
     except Exception as e:  # a rule that cannot read its parameters is a gap, not a crash
-        return _record(n, "unsupported", "unsupported", op_type, path, None, outcome="unsupported",
+        return _record(n, "unsupported", UNSUPPORTED, op_type, path, None, outcome="unsupported",
                        reason=f"{rule.kind}: {e}")
     params.update(_weight_shapes(n, rule))
-    outcome = "ignored" if rule.flow == "ignore" else "handled"
+    outcome = "ignored" if rule.flow is IGNORE else "handled"
     return _record(n, rule.kind, rule.flow, op_type, path, params, outcome=outcome, reason=rule.why if outcome == "ignored" else "")
 
 
 def _weight_shapes(n, rule) -> dict:
     """For functional conv/linear calls: channel counts from the weight argument's shape."""
-    if rule.flow != "parametric" or len(n.args) < 2:
+    if not rule.flow.parametric or len(n.args) < 2:
         return {}
     shape = _shape(n.args[1])
     if shape is None:
@@ -195,32 +196,14 @@ def _export_nodes(program) -> list:
     consts |= set(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
     out = []
     for n in program.graph.nodes:
-        if n.op == "placeholder":
-            kind = "constant" if n.name in consts else "input"
-            out.append(_record(n, kind, kind, "parameter" if kind == "constant" else "input", "", None,
-                               outcome="ignored" if kind == "constant" else "handled",
-                               reason="a learned constant the attacker knows" if kind == "constant" else ""))
+        if n.op == "placeholder" and n.name in consts:
+            out.append(_record(n, "constant", CONSTANT, "parameter", "", None, outcome="ignored",
+                               reason="a learned constant the attacker knows"))
+        elif n.op == "placeholder":
+            out.append(_record(n, "input", INPUT, "input", "", None))
         elif n.op == "output":
-            out.append(_record(n, "output", "ignore", "output", "", None, outcome="ignored", reason="output marker"))
+            out.append(_record(n, "output", OUTPUT, "output", "", None, outcome="ignored", reason="output marker"))
         else:
             name = str(n.target)
-            out.append(_classify_aten(n, REGISTRY.for_aten(name), name))
+            out.append(_classify(n, REGISTRY.for_aten(name), name, _module_path(n), None))
     return out
-
-
-def _classify_aten(n, rule, name) -> LayerNode:
-    node = _classify(n, rule, name, _module_path(n), None)
-    if rule is not None and rule.flow == "parametric":
-        node.params.update(_aten_params(n, rule))
-    if rule is not None and rule.kind == "leaky_relu" and len(n.args) > 1:
-        node.params["negative_slope"] = float(n.args[1])
-    return node
-
-
-def _aten_params(n, rule) -> dict:
-    if rule.kind == "linear":
-        return {"bias": len(n.args) > 2 and n.args[2] is not None}
-    a = list(n.args) + [None] * 7
-    from archscan.layers.base import pair
-    return {"stride": pair(a[3] or 1), "padding": pair(a[4] or 0), "dilation": pair(a[5] or 1),
-            "groups": int(a[6] or 1), "bias": a[2] is not None, "padding_mode": "zeros"}

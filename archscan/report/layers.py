@@ -76,7 +76,7 @@ def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> l
             out.append(Finding("AS100", "warning", f"unsupported op {layer.op_type} ({layer.reason}); treated as "
                                "transparent to the attacker (conservative) and counted against coverage",
                                layer.module_path or layer.name, relpath(layer.source)))
-        elif layer.flow == "ambiguous":
+        elif layer.flow.name == "ambiguous":
             out.append(Finding("AS102", "note", f"{layer.op_type} has two pre-images for negative outputs; "
                                "archscan assumes the attacker resolves them (conservative)",
                                layer.module_path or layer.name, relpath(layer.source)))

@@ -1,0 +1,194 @@
+"""How knowledge crosses one op: the value lattice, and the flow objects the propagation fixpoint
+(``archscan.analysis.propagate``) calls for every node.  A layer family declares its flow here;
+the fixpoint has no special case for any kind.
+
+A tensor's *value* is known, partly known (a deficiency of d directions, or known only on a ReLU's
+active entries) or unknown; its *gradient* is known or not.  Going down (output -> inputs), a flow
+says what its output's value tells about its inputs' values (``back``) and whether the attacker can
+form its inputs' gradient from its output's gradient (``value_for_gradient``: an activation's
+derivative is read off its output value, so the gradient crosses only once that value is known).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+KNOWN, PARTIAL, UNKNOWN = 2, 1, 0
+
+
+@dataclass(frozen=True)
+class Val:
+    """What the attacker knows of a tensor's value."""
+
+    level: int = UNKNOWN
+    d: int = 0                 # deficiency when PARTIAL
+    masked: bool = False       # known only where a ReLU is active
+
+    def key(self):
+        return (self.level, -self.d, not self.masked)
+
+
+class Context(Protocol):
+    """What a flow may ask of the propagation state."""
+
+    bn_train: bool
+
+    def val(self, name: str) -> Val: ...
+
+    def size(self, name: str) -> int: ...
+
+    def parametric_input(self, node) -> Val: ...
+
+
+class Flow:
+    """Base flow: learns nothing about the inputs; values pass forward when every input is known."""
+
+    name = "opaque"
+    elementwise = False        # position-wise on values: the pull-back and feeds-ReLU walks may cross it
+    linear = False             # ... and linear: the pull-back constraint stays linear across it
+    value_for_gradient = False  # the input gradient needs this op's output value (sigma' read off it)
+    contributes_gradient = True  # its reading of a tensor adds to that tensor's gradient
+    parametric = False
+    seeds_known = False        # its output is known before anything is propagated (a learned constant)
+    masks = False              # forward rows survive only where its output is non-zero (ReLU)
+    sum_of_inputs = False      # a learned tensor summed in has this op's gradient as its own (APRIL)
+    is_loss = False            # the loss: its input's gradient is known (the label, or iDLG)
+
+    def back(self, node, out: Val, ctx: Context) -> list[tuple[str, Val]]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"<flow {self.name}>"
+
+
+class Transparent(Flow):
+    """Values pass unchanged to every input (an invertible elementwise map or a relabelling)."""
+
+    def back(self, node, out, ctx):
+        return [(p, out) for p in node.inputs] if out.level != UNKNOWN else []
+
+
+class Invertible(Transparent):
+    """Elementwise, invertible, derivative a function of the output (tanh, sigmoid, LeakyReLU ...)."""
+
+    name, elementwise, value_for_gradient = "invertible", True, True
+
+
+class Ambiguous(Invertible):
+    """Two pre-images for negative outputs (GELU, SiLU): assumed resolved (attacker-favourable)."""
+
+    name = "ambiguous"
+
+
+class Relu(Flow):
+    """Forward rows only where active; the derivative is the output's sign pattern."""
+
+    name, elementwise, value_for_gradient, masks = "relu", True, True, True
+
+    def back(self, node, out, ctx):
+        if out.level == UNKNOWN or not node.inputs:
+            return []
+        return [(node.inputs[0], Val(out.level, out.d, masked=out.level == KNOWN or out.masked))]
+
+
+class Bijective(Transparent):
+    """A linear bijection of the values (reshape, identity, eval-mode BatchNorm): values and
+    gradients pass."""
+
+    name, elementwise, linear = "bijective", True, True
+
+
+class Dropout(Bijective):
+    """Identity at eval; at train its random mask is assumed known to the attacker (conservative)."""
+
+    name = "dropout"
+
+
+def lose(node, out: Val, lost: int, ctx: Context) -> list[tuple[str, Val]]:
+    """The input known up to ``lost`` more directions than the output."""
+    if out.level == UNKNOWN or not node.inputs:
+        return []
+    n_in = ctx.size(node.inputs[0])
+    d = min(n_in, out.d + max(lost, 0))
+    return [(node.inputs[0], Val(PARTIAL if d < n_in else UNKNOWN, d) if d else out)]
+
+
+class Pool(Flow):
+    """Many-to-one: the input is known up to (inputs - outputs) directions."""
+
+    name = "pool"
+
+    def back(self, node, out, ctx):
+        return lose(node, out, ctx.size(node.inputs[0]) - node.out_size, ctx) if node.inputs else []
+
+
+class Add(Flow):
+    """u = x + h gives x = u - h once h is known (a skip raises the attacker's rank)."""
+
+    name, sum_of_inputs = "add", True
+
+    def back(self, node, out, ctx):
+        if out.level == UNKNOWN:
+            return []
+        found = []
+        for p in node.inputs:
+            others = [ctx.val(q) for q in node.inputs if q != p]
+            if all(o.level >= PARTIAL for o in others):
+                d = out.d + sum(o.d for o in others)
+                known = d == 0 and out.level == KNOWN and all(o.level == KNOWN for o in others)
+                found.append((p, Val(KNOWN if known else PARTIAL, d)))
+        return found
+
+
+class Cat(Flow):
+    """Concatenation: each part's values and gradients pass."""
+
+    name = "cat"
+
+    def back(self, node, out, ctx):
+        if out.level == UNKNOWN:
+            return []
+        return [(p, Val(out.level, min(out.d, ctx.size(p)))) for p in node.inputs]
+
+
+class Parametric(Flow):
+    """Linear / Conv2d: the layer's own system of forward and gradient rows about its input."""
+
+    name, parametric = "parametric", True
+
+    def back(self, node, out, ctx):
+        v = ctx.parametric_input(node)
+        return [(node.inputs[0], v)] if v.level != UNKNOWN and node.inputs else []
+
+
+class Ignore(Flow):
+    """Produces nothing the attack needs (shape queries, the output marker)."""
+
+    name, contributes_gradient = "ignore", False
+
+
+class Output(Flow):
+    """The loss: the logits' gradient is known (label known, or inferred iDLG-style)."""
+
+    name, is_loss = "output", True
+
+
+class Input(Flow):
+    name = "input"
+
+
+class Constant(Flow):
+    """A learned tensor the attacker knows (parameters and buffers read as values)."""
+
+    name, seeds_known = "constant", True
+
+
+class Unsupported(Transparent):
+    """An op no family handles: transparent to the attacker (never counted as safe)."""
+
+    name = "unsupported"
+
+
+INVERTIBLE, AMBIGUOUS, RELU, BIJECTIVE, DROPOUT = Invertible(), Ambiguous(), Relu(), Bijective(), Dropout()
+POOL, ADD, CAT, PARAMETRIC, IGNORE = Pool(), Add(), Cat(), Parametric(), Ignore()
+OUTPUT, INPUT, CONSTANT, UNSUPPORTED = Output(), Input(), Constant(), Unsupported()
