@@ -5,6 +5,7 @@ import numpy as np
 from archscan_kernels import conditioning, forward_matrix, gradient_matrix
 
 from archscan import config
+from archscan.layers import REGISTRY
 
 
 def layer_conditioning(system, captured: dict | None) -> dict | None:
@@ -14,8 +15,6 @@ def layer_conditioning(system, captured: dict | None) -> dict | None:
     if entry is None or geom.unknowns > config.DENSE_PROJECTOR_MAX:
         return None
     w = entry["weight"].reshape(geom.F, geom.Cg, geom.kh, geom.kw)
-    g = entry["grad_out"]
-    if system.node.kind == "linear":  # (positions, out) -> (out, positions, 1)
-        g = g.reshape(-1, geom.F).T
-    U = np.vstack([forward_matrix(geom, w), gradient_matrix(geom, g.reshape(geom.F, geom.Ho, geom.Wo))])
+    g = REGISTRY[system.node.kind].output_gradient(entry["grad_out"], geom)
+    U = np.vstack([forward_matrix(geom, w), gradient_matrix(geom, g)])
     return {**conditioning(U, 3), "probe": "first prior image, label 0"}

@@ -47,7 +47,7 @@ def build_system(g: nx.DiGraph, node: LayerNode, draws: int, seed: int, relu_act
     t0 = time.perf_counter()
     geom = geometry_of(node)
     ranks = conv_ranks(geom, draws=draws, seed=seed)
-    leak = node.kind == "linear" and bool(node.params.get("bias")) and geom.H * geom.W == 1
+    leak = REGISTRY[node.kind].leaks_input(node, geom)
     below, linear = _pullback(g, node)
     relu = relu_stats(geom, ranks, relu_active, seed=seed) if feeds_relu(g, node.name) else None
     return LayerSystem(node, geom, ranks, leak, max_batch(geom), below, linear, relu,

@@ -25,13 +25,24 @@ class LayerKind:
     aten: tuple = ()
     params: Callable | None = None
     why: str = ""
-    geometry: Callable | None = None
+    geometry: Callable | None = None       # node -> ConvGeometry of its system (parametric kinds)
+    leak_source: Callable | None = None    # (node, geometry) -> its input leaks on its own (Linear + bias)
+    gradient_layout: Callable | None = None  # (output gradient array, geometry) -> F x Ho x Wo
+    weight_params: Callable | None = None  # weight shape -> params, for functional calls (F.conv2d, aten ...)
 
     def __post_init__(self):
         if not isinstance(self.flow, Flow):
             raise TypeError(f"layer kind {self.kind}: flow must be a layers.flow.Flow, got {self.flow!r}")
         if self.flow.parametric and self.geometry is None:
             raise TypeError(f"layer kind {self.kind}: a parametric kind needs a geometry")
+
+    def leaks_input(self, node, geom) -> bool:
+        return bool(self.leak_source and self.leak_source(node, geom))
+
+    def output_gradient(self, grad, geom):
+        """The captured output gradient in the (F, Ho, Wo) layout of the system's gradient rows."""
+        g = self.gradient_layout(grad, geom) if self.gradient_layout else grad
+        return g.reshape(geom.F, geom.Ho, geom.Wo)
 
     def extract(self, module, args, kwargs) -> dict:
         return dict(self.params(module, args, kwargs)) if self.params else {}

@@ -50,5 +50,6 @@ def geometry(node) -> ConvGeometry:
 KINDS = (
     LayerKind("conv2d", "conv", PARAMETRIC, modules=(nn.Conv2d,), functions=(F.conv2d,),
               aten=("aten.conv2d", "aten.convolution"), params=_module, geometry=geometry,
+              weight_params=lambda shape: {"out_channels": shape[0], "kernel": (shape[2], shape[3])},
               why="exact generic rank of [W; K] from the structured rank engine"),
 )

@@ -32,8 +32,20 @@ def geometry(node) -> ConvGeometry:
     return linear_geometry(n_in, p["out_features"], positions)
 
 
+def leak_source(node, geom) -> bool:
+    """With a bias at one position, dW_j / db_j is the input itself: no label or upper layer needed."""
+    return bool(node.params.get("bias")) and geom.H * geom.W == 1
+
+
+def gradient_layout(grad, geom):
+    """The output gradient (positions, out) as the 1x1 conv's (out, positions)."""
+    return grad.reshape(-1, geom.F).T
+
+
 KINDS = (
     LayerKind("linear", "linear", PARAMETRIC, modules=(nn.Linear,), functions=(F.linear,),
-              aten=("aten.linear",), params=_params, geometry=geometry,
+              aten=("aten.linear",), params=_params, geometry=geometry, leak_source=leak_source,
+              gradient_layout=gradient_layout,
+              weight_params=lambda shape: {"out_features": shape[0], "in_features": shape[1]},
               why="gradient rows determine the input once g is known; a bias exposes g directly"),
 )

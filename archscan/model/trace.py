@@ -175,11 +175,7 @@ def _weight_shapes(n, rule) -> dict:
     if not rule.flow.parametric or len(n.args) < 2:
         return {}
     shape = _shape(n.args[1])
-    if shape is None:
-        return {}
-    if rule.kind == "linear":
-        return {"out_features": shape[0], "in_features": shape[1]}
-    return {"out_channels": shape[0], "kernel": (shape[2], shape[3])}
+    return rule.weight_params(shape) if shape is not None and rule.weight_params else {}
 
 
 def _record(n, kind, flow, op_type, path, params, outcome="handled", reason="") -> LayerNode:
