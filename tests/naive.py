@@ -24,6 +24,7 @@ The geometry strategies used by the property tests live at the bottom of this fi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -420,3 +421,49 @@ def cnn_geometry(rng: np.random.Generator, max_unknowns: int = 400) -> dict:
         W = H if rng.random() < 0.7 else int(rng.integers(max(4, k), 17))
         if C * H * W <= max_unknowns:
             return dict(C=C, H=H, W=W, F=F, kh=k, kw=k, sh=s, sw=s, ph=p, pw=p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense reference for the matrix-free spectrum of the gradient map (archscan.analysis.spectrum)
+
+
+def dense_gram(op, chunk: int = 64, point: int = 0) -> np.ndarray:
+    """A = JᵀJ at one of ``op``'s points as an explicit (n, n) float64 matrix, from n products on
+    the unit vectors (symmetrised)."""
+    import torch
+    eye = torch.eye(op.n, dtype=torch.float64, device=op.device)
+    cols = [op(eye[i : i + chunk], point_rows=np.full(len(eye[i : i + chunk]), point), batched=True).cpu().numpy()
+            for i in range(0, op.n, chunk)]
+    A = np.concatenate(cols)
+    return 0.5 * (A + A.T)
+
+
+@dataclass(frozen=True)
+class DenseReference:
+    """Exact weak-energy fractions from the eigendecomposition of A (per sample and overall)."""
+
+    eigenvalues: np.ndarray
+    hard: np.ndarray
+    soft: np.ndarray
+    tikhonov: np.ndarray
+    overall_hard: float
+    overall_soft: float
+    overall_tikhonov: float
+    lambda_max: float
+    threshold: float
+
+
+def dense_reference(A, samples, tau: float, threshold: float | None = None, eig=None) -> DenseReference:
+    """Exact fractions for an explicit A: hard ||P_{lambda<t} v||², soft vᵀt²(A+tI)^-2 v, tikhonov
+    vᵀt(A+tI)^-1 v, each over ||v||², with t = tau² lambda_max(A) unless ``threshold`` is given."""
+    lam, U = np.linalg.eigh(A) if eig is None else eig
+    t = tau ** 2 * float(lam[-1]) if threshold is None else threshold
+    V = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    C = (V @ U) ** 2                                    # energy of each sample per eigenvector
+    sq = C.sum(1)
+    lp = np.maximum(lam, 0.0)
+    E = {"hard": C[:, lam < t].sum(1), "soft": C @ (t / (lp + t)) ** 2, "tikhonov": C @ (t / (lp + t))}
+    frac = {k: v / sq for k, v in E.items()}
+    ov = {k: float(v.sum() / sq.sum()) for k, v in E.items()}
+    return DenseReference(lam, frac["hard"], frac["soft"], frac["tikhonov"], ov["hard"], ov["soft"],
+                          ov["tikhonov"], float(lam[-1]), t)
