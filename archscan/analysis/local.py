@@ -1,126 +1,136 @@
-"""Local identifiability: the rank of the Jacobian J = d(shared gradients)/d(image).
+"""The optimisation-attack view: what gradient matching (Inverting Gradients, DLG) recovers, from
+the spectrum of A = JᵀJ, J = d(shared gradients)/d(image), at natural images.
 
-The layer-by-layer chain (R-GAP's view) stops where an upper layer is only partly determined. An
-optimisation attack (DLG, Inverting Gradients) works on the whole nonlinear system at once: if J has
-full column rank at the true image, no image direction leaves every gradient unchanged to first
-order, so the image is locally unique and gradient matching can find it; its null space is the part
-no attack can see.  We compute rank(S J) for a random projection S with n + 64 rows (equal to
-rank J with probability 1), as n + 64 vector-Jacobian products of the gradient map, in float64,
-at the model's weights and a natural image.  This is a *numerical* rank: the report gives the
-singular-value gap that separates it, and the step is skipped when it would exceed a time budget.
+The layer-by-layer chain (R-GAP's view) stops where an upper layer is only partly determined; an
+optimisation attack works on the whole nonlinear system at once and, near the true image, sees an
+image direction in proportion to how much it moves the gradients.  Each prior sample x_i is seen
+from its own image (J at x_i, label i mod classes); the predicted error is the bias of a damped
+Gauss-Newton solve with the attack's resolution t_i = tau² * reference_i as damping (``spectrum``),
+with tau and the reference calibrated against the strongest attacks archscan runs (docs/scores.md).
 """
 from __future__ import annotations
 
-import copy
+import os
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, vjp, vmap
 
 from archscan import config
+from archscan.analysis import memory
 from archscan.analysis.prior import prior_images
-from archscan.analysis.scores import prior_sample, quality_of
-from archscan.analysis.verdict import ChainView, OptimisationView
+from archscan.analysis.scores import psnr_of
+from archscan.analysis.spectrum import GramOperator, Spectrum, lanczos, probe_vectors
+from archscan.analysis.verdict import ChainView, OptimisationView, Quality
 from archscan.terms import Verdict, ViewStatus
 
-BATCH = 128
-GAP = 1e-8        # singular values below GAP * sigma_max count as zero (the numerical rank)
+__all__ = ["optimisation_view", "spectrum_at_prior"]
 
 
-@dataclass(frozen=True)
-class LocalResult:
-    rank: int
-    unknowns: int
-    null_basis: np.ndarray | None   # (n, d) orthonormal, None when skipped
-    weak_basis: np.ndarray | None   # (n, d') directions with sigma < tau * sigma_max (d' >= d)
-    gap: float                      # sigma_{r+1} / sigma_r (0 when full rank), the separation
-    sigma_min_ratio: float          # sigma_r / sigma_max: conditioning of the identifiable part
-    seconds: float
-    skipped: str | None = None
+def optimisation_view(module, options, shape, chain: ChainView, activations: int = 0) -> OptimisationView:
+    """Run the optimisation-attack view as ``options.local`` asks; a view that cannot run says why.
 
-
-def _gradient_map(model, x0: torch.Tensor, label: int):
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    y = torch.tensor([label])
-
-    def flat(x):
-        loss = lambda p: torch.nn.functional.cross_entropy(functional_call(model, p, (x,)), y)  # noqa: E731
-        return torch.cat([v.reshape(-1) for v in grad(loss)(params).values()])
-    return flat
-
-
-def _projected_jacobian(f_vjp, n_out: int, k: int, seed: int, budget: float, start: float):
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for i in range(0, k, BATCH):
-        t0 = time.perf_counter()
-        S = torch.randn(min(BATCH, k - i), n_out, dtype=torch.float64, generator=gen)
-        rows.append(vmap(lambda s: f_vjp(s)[0].reshape(-1))(S))
-        estimate = (t0 - start) + (time.perf_counter() - t0) * k / BATCH
-        if i == 0 and estimate > budget:
-            return None, f"estimated {estimate:.0f} s exceeds the {budget:.0f} s budget"
-    return torch.cat(rows).numpy(), None
-
-
-def local_identifiability(model: torch.nn.Module, image: np.ndarray, budget: float = 60.0,
-                          seed: int = 0, label: int = 0, train: bool = False, tau: float = 1e-3) -> LocalResult:
-    """Numerical rank and null space of d(gradients)/d(image) at ``image`` (C, H, W).
-
-    ``tau``: directions whose singular value is below tau * sigma_max are *weak*: visible in
-    exact arithmetic, but below what a gradient-matching attack resolves in practice.
+    ``activations``: entries of every traced tensor of one forward pass, for the memory estimate.
     """
-    start = time.perf_counter()
-    net = copy.deepcopy(model).double().train(train)
-    x0 = torch.as_tensor(image, dtype=torch.float64)[None]
-    n = x0.numel()
-    out, f_vjp = vjp(_gradient_map(net, x0, label), x0)
-    k = min(n, out.numel()) + 64  # rank J <= min(params, n): more projections add nothing
-    SJ, why = _projected_jacobian(f_vjp, out.numel(), k, seed, budget, start)
-    if SJ is None:
-        return LocalResult(0, n, None, None, 0.0, 0.0, time.perf_counter() - start, why)
-    return _from_svd(SJ, n, tau, time.perf_counter() - start)
-
-
-def _from_svd(SJ: np.ndarray, n: int, tau: float, seconds: float) -> LocalResult:
-    _, s, vt = np.linalg.svd(SJ, full_matrices=True)
-    s = np.concatenate([s, np.zeros(max(0, n - s.size))])
-    if s[0] == 0:
-        return LocalResult(0, n, vt.T.copy(), vt.T.copy(), 0.0, 0.0, seconds)
-    rank = int((s > GAP * s[0]).sum())
-    strong = int((s > tau * s[0]).sum())
-    gap = float(s[rank] / s[rank - 1]) if 0 < rank < n else 0.0
-    return LocalResult(rank, n, vt[rank:].T.copy(), vt[strong:].T.copy(), gap,
-                       float(s[rank - 1] / s[0]) if rank else 0.0, seconds)
-
-
-def optimisation_view(module, options, shape, chain: ChainView) -> OptimisationView:
-    """Run the optimisation-attack view as ``options.local`` asks; a view that cannot run says why."""
     if options.local == "off":
         return OptimisationView(ViewStatus.OFF, "--local off: the optimisation-attack view was switched off")
     if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS:
         return OptimisationView(ViewStatus.NOT_NEEDED, "the layer chain already determines the image")
     if module is None:
         return OptimisationView(ViewStatus.FAILED, "a .pt2 program is not differentiated by this version")
-    image = prior_images(tuple(shape), 1, options.seed)[0].reshape(shape)
-    budget = options.local_budget if options.local_budget is not None else config.LOCAL_BUDGET_MAX_S
     try:
-        res = local_identifiability(module, image, budget, options.seed, train=options.bn_mode == "train",
-                                    tau=config.LOCAL_TAU)
-    except (RuntimeError, NotImplementedError, TypeError) as e:
-        return OptimisationView(ViewStatus.FAILED, f"the gradient map cannot be differentiated: {type(e).__name__}: "
-                                f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}")
-    details = {"method": "numerical rank of S J, J = d grads / d image", "tau": config.LOCAL_TAU,
-               "seconds": round(res.seconds, 2)}
-    if res.skipped:
-        return OptimisationView(ViewStatus.SKIPPED, res.skipped, details=details)
-    X = prior_sample(shape, options.seed)
-    lost = ((X @ res.weak_basis) ** 2).sum(axis=1)
-    quality = quality_of(lost, X, f"local identifiability: {res.weak_basis.shape[1]} directions below "
-                                  "tau * sigma_max of d(gradients)/d(image)")
-    n = res.unknowns
-    directions = {"estimate": n - res.weak_basis.shape[1], "lo": n - res.weak_basis.shape[1],
-                  "hi": n - res.weak_basis.shape[1], "of": n}
-    details.update({"rank": res.rank, "gap": res.gap, "sigma_min_ratio": res.sigma_min_ratio})
-    return OptimisationView(ViewStatus.RAN, quality=quality, directions=directions, details=details)
+        with threads(torch.device(options.device).type):
+            spec, plan = spectrum_at_prior(module, options, shape, activations)
+    except memory.OverBudget as e:
+        return OptimisationView(ViewStatus.SKIPPED, str(e))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return OptimisationView(ViewStatus.FAILED, f"the gradient map cannot be differentiated twice: "
+                                f"{type(e).__name__}: {first}")
+    if not len(spec.samples.steps):
+        return OptimisationView(ViewStatus.SKIPPED, f"not one Lanczos step fits the {plan['budget_s']:.0f} s budget",
+                                details=plan)
+    return view_of(spec, plan)
+
+
+@contextmanager
+def threads(device_type: str):
+    """Half the cores for the products on CPU unless OMP_NUM_THREADS says otherwise: the many small
+    products of the view lose more to oversubscription on a shared machine than threads give."""
+    before = torch.get_num_threads()
+    if device_type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _labels(module, images: np.ndarray) -> list[int]:
+    with torch.no_grad():
+        classes = module.eval()(torch.as_tensor(images[:1], dtype=torch.float32)).shape[-1]
+    return [i % max(1, classes) for i in range(len(images))]
+
+
+def spectrum_at_prior(module, options, shape, activations: int = 0) -> tuple[Spectrum, dict]:
+    """Lanczos runs from centred prior samples, each at its own image, within the time budget."""
+    start = time.perf_counter()
+    device = torch.device(getattr(options, "device", "cpu") or "cpu")
+    X = prior_images(tuple(shape), config.LOCAL_SAMPLES, options.seed)
+    k = memory.points_that_fit(module, X.shape[1], activations, config.LOCAL_SAMPLES, config.LOCAL_STEPS, device)
+    images = X[:k].reshape(k, *shape)
+    op = GramOperator(module, images, _labels(module, images), dtype=torch.float32, device=device)
+    budget = _budget(op, options, start)
+    V = (X - X.mean(axis=0))[:k]
+    run = lanczos(op, V, config.LOCAL_STEPS, budget * (1 - config.LOCAL_PROBE_SHARE), batch=None,
+                  seed=options.seed, start=start, setup_seconds=time.perf_counter() - start)
+    left = budget - (time.perf_counter() - start)
+    probe = lanczos(op, probe_vectors(config.LOCAL_PROBES, op.n, options.seed), config.LOCAL_STEPS, left,
+                    batch=None, seed=options.seed, min_steps=2) if left > 0 else None
+    plan = {"budget_s": round(budget, 1), "points": k, "device": str(device), "dtype": "float32",
+            "seconds_per_product": round(run.seconds_per_product, 4)}
+    return Spectrum(run, probe), plan
+
+
+def _budget(op: GramOperator, options, start: float) -> float:
+    """The given --local-budget, or what LOCAL_MIN_PRODUCTS products need (timed on one), within
+    [LOCAL_BUDGET_MIN_S, LOCAL_BUDGET_MAX_S]."""
+    if options.local_budget is not None:
+        return float(options.local_budget)
+    v = torch.as_tensor(probe_vectors(1, op.n, options.seed))
+    op(v)                      # the first product pays one-off costs (dispatch caches, allocator)
+    t0 = time.perf_counter()
+    op(v)
+    per = time.perf_counter() - t0
+    need = (time.perf_counter() - start) + config.LOCAL_MIN_PRODUCTS * per * 1.25
+    return float(min(config.LOCAL_BUDGET_MAX_S, max(config.LOCAL_BUDGET_MIN_S, need)))
+
+
+def view_of(spec: Spectrum, plan: dict) -> OptimisationView:
+    """The view's figures at the calibrated tau and reference."""
+    est = spec.at(config.LOCAL_TAU, config.LOCAL_REFERENCE)
+    soft, run = est.overall_soft, spec.samples
+    mse = float(soft.estimate * run.sq_norms.mean() / run.n)
+    quality = Quality(round(1.0 - soft.estimate, 6), mse, round(psnr_of(mse), 3),
+                      f"spectrum of d(gradients)/d(image): damped Gauss-Newton bias at tau = {config.LOCAL_TAU} "
+                      f"x {config.LOCAL_REFERENCE}", len(run.steps))
+    psnr_lo, psnr_hi = (psnr_of(float(e * run.sq_norms.mean() / run.n)) for e in (soft.hi, soft.lo))
+    d = est.directions
+    directions = None if d is None else {"estimate": int(round(d.estimate)), "lo": int(round(d.lo)),
+                                         "hi": int(round(d.hi)), "of": run.n}
+    return OptimisationView(ViewStatus.RAN, quality=quality, leakage_interval=(round(1 - soft.hi, 6), round(1 - soft.lo, 6)),
+                            psnr_interval=(round(psnr_lo, 3), round(psnr_hi, 3)), directions=directions,
+                            details=_details(est, run, plan))
+
+
+def _details(est, run, plan: dict) -> dict:
+    """How the figure was obtained and how far to trust it."""
+    return {"method": "Lanczos quadrature of A = JᵀJ from each prior sample at its own image",
+            "tau": config.LOCAL_TAU, "reference": config.LOCAL_REFERENCE, "samples": int(len(run.steps)),
+            "steps": [int(run.steps.min()), int(run.steps.max())], "products": int(est.products),
+            "seconds": round(est.seconds, 2), "lambda_max": float(f"{est.lambda_max:.6g}"),
+            "lambda_max_residual": float(f"{est.lambda_max_residual:.3g}"),
+            "spread": round(est.soft_std, 4), "convergence": round(est.soft_change, 4),
+            "hard_fraction": round(float(est.overall_hard.estimate), 4), **plan,
+            "notes": list(est.notes)}

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
 FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
-                   "local": "auto", "local_budget": None}
+                   "local": "auto", "local_budget": None, "device": "cpu"}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
                  "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False}
 
@@ -42,6 +42,7 @@ def _model_options(p, weights: bool = True) -> None:
                         "of d(gradients)/d(image)). auto (default): whenever the layer chain does not already "
                         "determine the image; on: always; off: skip it (recorded; a chain-RESISTANT model is "
                         "then UNVERIFIED)")
+    p.add_argument("--device", help="where the optimisation-attack view runs: cpu (default) or cuda[:N]")
     p.add_argument("--local-budget", type=float, metavar="SECONDS",
                    help="time budget of the optimisation-attack view (default: what its minimum accuracy needs, "
                         "up to 10 minutes)")
@@ -118,7 +119,17 @@ def _options(s: dict):
                        batch_size=s["batch_size"], labels=s["labels"], bn_mode=s["bn_mode"],
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
                        model_args=s["model_args"], local=s.get("local") or "auto",
-                       local_budget=s.get("local_budget"))
+                       local_budget=s.get("local_budget"), device=_device(s.get("device") or "cpu"))
+
+
+def _device(name: str) -> str:
+    import torch
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available on this machine")
+    try:
+        return str(torch.device(name))
+    except RuntimeError as e:
+        raise InputError(f"--device {name}: {e}") from e
 
 
 def _policy(s: dict):

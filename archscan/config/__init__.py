@@ -9,9 +9,16 @@ DEFAULT_ATTACKS = ("prior", "analytic", "rgap", "hybrid", "ig", "april")  # vali
 PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
 DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
 PSNR_CAP = 150.0          # float64 round-off floor for a determined image
-LOCAL_TAU = 1e-2          # Jacobian directions below tau * sigma_max count as unrecoverable by optimisation (calibrated on the zoo: docs/scores.md)
-LOCAL_BUDGET_S = None     # the optimisation view's time budget: None = what its minimum accuracy needs, up to LOCAL_BUDGET_MAX_S
-LOCAL_BUDGET_MAX_S = 600.0  # ... never more than this (10 min) unless --local-budget asks
+LOCAL_TAU = 0.05          # the optimisation attacks' resolution, relative to LOCAL_REFERENCE (calibrated: docs/scores.md)
+LOCAL_REFERENCE = "lambda_max"  # threshold t = tau^2 * lambda_max(JᵀJ) at the sample's image
+LOCAL_SAMPLES = 8         # prior samples (each its own linearisation point) in the optimisation view
+LOCAL_STEPS = 40          # Lanczos steps per sample at most (soft quadrature converges once steps >~ 1/tau)
+LOCAL_PROBES = 2          # random probes for the count of recoverable directions
+LOCAL_PROBE_SHARE = 0.2   # share of the view's budget the probes may use
+LOCAL_MIN_PRODUCTS = 100  # products the default budget is sized for (timed on the model)
+LOCAL_BUDGET_S = None     # the view's time budget: None = LOCAL_MIN_PRODUCTS products, within the bounds below
+LOCAL_BUDGET_MIN_S = 20.0
+LOCAL_BUDGET_MAX_S = 600.0  # never more than this (10 min) unless --local-budget asks
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class ScanOptions:
     model_args: dict = field(default_factory=dict)
     local: str = "auto"               # "auto" | "on" | "off": the optimisation-attack view
     local_budget: float | None = LOCAL_BUDGET_S
+    device: str = "cpu"               # where the optimisation view's products run (cuda[:N] when there is one)
 
     def threat_model(self) -> dict:
         d = asdict(self)

@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10
 KEYS = {
     "model": (str,), "input_shape": (str, list), "num_classes": (int,), "model_args": (dict,),
     "weights": (str,), "batch_size": (int,), "labels": (str,), "bn_mode": (str,),
-    "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "fail_under": (float, int), "fail_on": (str,),
+    "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "fail_under": (float, int), "fail_on": (str,),
     "baseline": (str,), "exit_zero": (bool,), "format": (str, list), "output": (str,), "quiet": (bool,),
 }
 CHOICES = {"labels": ("known", "inferred"), "bn_mode": ("eval", "train"), "fail_on": ("partial", "leaks"),
