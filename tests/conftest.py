@@ -30,3 +30,18 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", deadline=None)
 if os.environ.get("HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+
+
+# Tests marked ``slow`` (minutes on two CPU cores) run only with --runslow or ARCHSCAN_SLOW=1.
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+    if config.getoption("--runslow") or os.environ.get("ARCHSCAN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or ARCHSCAN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -61,13 +61,17 @@ def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, p
         rows.append({"spec": e["spec"], "expected_verdict": e.get("expected_verdict"),
                      "verdict": pred.get("verdict"), "predicted_psnr": pred.get("predicted_psnr"),
                      "leakage_score": pred.get("leakage_score"), "best_psnr": rep["best_psnr"],
+                     "selected_psnr": rep.get("selected_psnr"),
                      "best_attacks": sorted({b["attack"] for b in rep["best"].values()})})
     usable = [r for r in rows if r["predicted_psnr"] is not None and r["best_psnr"] is not None]
     pred = [r["predicted_psnr"] for r in usable]
     best = [r["best_psnr"] for r in usable]
     rho = spearman(clipped(pred), clipped(best))
-    out = {"schema_version": "1.1", "kind": "zoo-validation", "manifest": path, "models": rows,
-           "spearman": rho, "spearman_raw": spearman(pred, best),
+    chosen = [r for r in usable if r["selected_psnr"] is not None]
+    out = {"schema_version": "1.2", "kind": "zoo-validation", "manifest": path, "models": rows,
+           "budget": opts.budget, "spearman": rho, "spearman_raw": spearman(pred, best),
+           "spearman_selected": spearman(clipped([r["predicted_psnr"] for r in chosen]),
+                                         clipped([r["selected_psnr"] for r in chosen])),
            "spearman_leakage_score": spearman([r["leakage_score"] for r in usable], clipped(best)),
            "quality_ceiling_db": round(QUALITY_CEILING_DB, 3), "attacks": list(opts.attacks)}
     if plot_path:

@@ -166,6 +166,14 @@ class Attack(abc.ABC):
         """Reason to skip a summed-gradient batch, if the attack cannot handle one."""
         return None
 
+    def reconstruct_grid(self, target: Target, configs: list, seed: int = 0) -> list:
+        """One :class:`Reconstruction` per configuration (settings overrides of this attack).
+
+        This default runs them one after the other with the same seed; attacks that can batch
+        configurations (Inverting Gradients) override it.
+        """
+        return [type(self)(**{**self.settings, **c}).reconstruct(target, seed=seed) for c in configs]
+
     @abc.abstractmethod
     def _run(self, target: Target, seed: int):
         """Return ``(images, iterations, labels, info)``; implemented by subclasses."""

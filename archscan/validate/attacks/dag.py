@@ -290,7 +290,8 @@ def _solve_readers(dag: Dag, i: int, readers: list, states: dict, grads: dict, s
     x0 = linear_start(systems[0], systems[0].dW) if len(systems) == 1 else None
     if x0 is None:
         start = settings["image_start"] if i < 0 else 0.0
-        x0 = torch.full(system.x_shape, float(start), dtype=system.g.dtype, device=system.g.device)
+        x0 = (start.reshape(system.x_shape).to(system.g) if torch.is_tensor(start) else
+              torch.full(system.x_shape, float(start), dtype=system.g.dtype, device=system.g.device))
     x, iters = solve_system(system, settings, x0)
     g = sum(s.forward_rows_t(states[j].g, masked=False) for s, j in zip(systems, readers))
     info = {"layer": "+".join(dag.nodes[j].step.name for j in readers), "kind": "joint" if len(readers) > 1

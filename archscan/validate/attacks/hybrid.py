@@ -146,8 +146,9 @@ class HybridAttack(RGAPAttack):
     Settings: those of R-GAP, plus ``iterations`` (Adam steps per layer), ``lr`` (relative to the
     standard deviation of the layer's least-squares input), ``tv`` (image layer only),
     ``residual_weight`` / ``hidden_residual_weight`` (soft linear-system penalty on the image layer /
-    on hidden layers, where no image prior competes with it) and ``determined_tol`` (layers whose
-    measured null-space fraction is below it keep their exact least-squares input).
+    on hidden layers, where no image prior competes with it), ``determined_tol`` (layers whose
+    measured null-space fraction is below it keep their exact least-squares input) and R-GAP's
+    ``image_start`` (0.5, or ``"prior"``: the image layer's solve starts at the prior mean image).
     """
 
     name = "hybrid"
@@ -168,6 +169,8 @@ class HybridAttack(RGAPAttack):
         history = [layer["objective"] for problem in info["layers"] for layer in problem]
         info["objective_start"] = sum(h[0] for h in history)
         info["objective_end"] = sum(min(h) for h in history)
+        # per problem: the best objective of the image layer's refinement (solved last)
+        info["final_objective"] = [min(problem[-1]["objective"]) for problem in info["layers"]]
         return images, iterations, labels, info
 
     def _refiner(self, chain: Chain, grads: dict, label: torch.Tensor, seed: int):

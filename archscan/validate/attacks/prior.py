@@ -13,6 +13,20 @@ from archscan.config import PRIOR_IMAGES
 from archscan.validate.attacks.base import Attack, Target
 
 
+def prior_mean_image(shape: tuple, seed: int = 0, images: int = PRIOR_IMAGES, *, dtype=torch.float64,
+                     device="cpu") -> torch.Tensor:
+    """The per-pixel mean of ``images`` prior crops of ``shape`` (C, H, W), as a ``C x H x W`` tensor.
+
+    The prior-mean start of the tuned attacks (``init="prior"``, ``image_start="prior"``) and the
+    image :class:`PriorMean` returns.  The crops are those of :func:`archscan.prior.prior_images`
+    with the same seed; note that its first crops are the centre crops of the bundled photos, so
+    when validate attacks those same photos each of them is one of the ``images`` averaged.
+    """
+    from archscan.analysis.prior import prior_images
+    X = prior_images(tuple(int(s) for s in shape), int(images), int(seed))
+    return torch.as_tensor(X.mean(axis=0), dtype=dtype, device=device).view(*shape)
+
+
 class PriorMean(Attack):
     """Reconstruction without gradients: the per-pixel mean of ``images`` prior crops."""
 
@@ -20,9 +34,8 @@ class PriorMean(Attack):
     defaults = {"images": PRIOR_IMAGES}
 
     def _run(self, target: Target, seed: int):
-        from archscan.analysis.prior import prior_images
-        X = prior_images(tuple(target.input_shape), int(self.settings["images"]), seed)
-        mean = torch.as_tensor(X.mean(axis=0), dtype=target.dtype, device=target.device)
+        mean = prior_mean_image(target.input_shape, seed, int(self.settings["images"]), dtype=target.dtype,
+                                device=target.device)
         n = target.batch_size
         images = mean.view(1, *target.input_shape).expand(n, *target.input_shape).clone()
-        return images, 0, target.labels, {"prior_images": int(X.shape[0])}
+        return images, 0, target.labels, {"prior_images": int(self.settings["images"])}

@@ -90,21 +90,39 @@ def _recursion(chain: Chain, grads: dict, label: int | None, settings: dict, ref
     return state.x.reshape(1, *chain.input_shape), iterations, layers
 
 
-def start_activations(chain: Chain, image_start: float, like: torch.Tensor) -> list:
-    """The input of every step when the constant image ``image_start`` is fed to the chain.
+def start_activations(chain: Chain, image_start, like: torch.Tensor) -> list:
+    """The input of every step when the image ``image_start`` (a constant, or a ``C x H x W``
+    tensor such as the prior mean) is fed to the chain.
 
     A deficient layer's least-squares solve starts there, so its null space keeps the value the
     start image has -- the nonlinear counterpart of the prediction's prior mean in the null space
     (starting hidden layers at zero instead puts values no image produces through the inverse
     activations below).
     """
-    x = torch.full((1, *chain.input_shape), float(image_start), dtype=like.dtype, device=like.device)
+    x = start_image(image_start, chain.input_shape, like)
     out = []
     with torch.no_grad():
         for step in chain.steps:
             out.append(x)
             x = run_steps([step], x)
     return out
+
+
+def start_image(image_start, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """``1 x C x H x W`` start image: the constant ``image_start`` or the given image tensor."""
+    if torch.is_tensor(image_start):
+        return image_start.reshape(1, *shape).to(like)
+    return torch.full((1, *shape), float(image_start), dtype=like.dtype, device=like.device)
+
+
+def resolve_image_start(settings: dict, shape: tuple, seed: int, device) -> dict:
+    """Settings with ``image_start="prior"`` replaced by the prior mean image (float64)."""
+    if isinstance(settings.get("image_start"), str):
+        if settings["image_start"] != "prior":
+            raise ValueError(f"image_start {settings['image_start']!r}: a number or 'prior'")
+        from archscan.validate.attacks.prior import prior_mean_image
+        return {**settings, "image_start": prior_mean_image(shape, seed, dtype=torch.float64, device=device)}
+    return settings
 
 
 class RGAPAttack(Attack):
@@ -119,7 +137,8 @@ class RGAPAttack(Attack):
     below which a recovered ReLU output counts as zero), ``image_start`` (a constant image; every
     layer's solution is the least-squares solution closest to that image's activation there, so a
     null space keeps mid-grey values as the prediction's prior mean does -- 0.5 gives 11.4 dB on
-    CNN6-d where 0, the minimum-norm solution, gives 8.1).  Arithmetic is float64 always.
+    CNN6-d where 0, the minimum-norm solution, gives 8.1; ``"prior"`` starts at the prior mean image
+    itself, the null-space value the prediction assumes).  Arithmetic is float64 always.
     """
 
     name = "rgap"
@@ -157,17 +176,19 @@ class RGAPAttack(Attack):
         """Recursion per independent problem, in float64 on the target's device."""
         model = prepare_model(target.model, target.device, torch.float64)
         chain = self._structure(model, target.input_shape)
+        settings = resolve_image_start(self.settings, target.input_shape, seed, target.device)
         images, labels, layers, iterations = [], [], [], 0
         for index, prob in enumerate(target.problems()):
             grads = gradients_as(prob, torch.float64)
             label = head_labels(prob, grads, 1)
             if isinstance(chain, Dag):  # concatenated branches: no per-layer refinement hook
-                image, iters, info = dag_recursion(chain, grads, int(label[0]), self.settings)
+                image, iters, info = dag_recursion(chain, grads, int(label[0]), settings)
             else:
                 refine = None if refine_factory is None else refine_factory(chain, grads, label, seed + index)
-                image, iters, info = rgap_recursion(chain, grads, int(label[0]), self.settings, refine)
+                image, iters, info = rgap_recursion(chain, grads, int(label[0]), settings, refine)
             images.append(image)
             labels.append(label)
             layers.append(info)
             iterations += iters
-        return torch.cat(images), iterations, torch.cat(labels), {"layers": layers}
+        residuals = [problem[-1]["residual"] if problem else None for problem in layers]  # image layer: solved last
+        return torch.cat(images), iterations, torch.cat(labels), {"layers": layers, "final_objective": residuals}
