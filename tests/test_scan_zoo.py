@@ -17,8 +17,10 @@ FAST = [m for m in MANIFEST if m.get("fast", True)]
 
 
 def _scan(entry):
+    """The chain alone (--local off): its verdict is exact and fast; the optimisation view's
+    calibrated figures are checked in test_calibration.py."""
     return scan(str(ROOT / entry["spec"]), ScanOptions(input_shape=tuple(entry["input_shape"]),
-                                                       num_classes=entry.get("num_classes")))
+                                                       num_classes=entry.get("num_classes"), local="off"))
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,14 @@ def reports():
 
 
 @pytest.mark.parametrize("entry", FAST, ids=[m["spec"].split(":")[-1] for m in FAST])
-def test_manifest_verdict(reports, entry):
+def test_manifest_chain_verdict(reports, entry):
     rep = reports[entry["spec"]].to_dict()
-    assert rep["scores"]["verdict"] == entry["expected_verdict"], entry["why"]
-    assert 0.0 <= rep["scores"]["leakage_score"] <= 1.0
+    s = rep["scores"]
+    assert s["chain"]["verdict"] == entry["expected_chain_verdict"], entry["why"]
+    # with the optimisation view off, nothing the chain does not find leaking is called safe
+    assert s["verdict"] == ("LEAKS" if s["chain"]["verdict"] == "LEAKS" else
+                            "PARTIAL" if s["chain"]["verdict"] == "PARTIAL" else "UNVERIFIED")
+    assert 0.0 <= s["leakage_score"] <= 1.0
     assert rep["scores"]["copa_index"] <= 0
 
 

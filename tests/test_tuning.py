@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from archscan.attacks import ATTACKS, get_attack, make_target
-from archscan.attacks.ig import RowAdam, milestones
-from archscan.attacks.prior import prior_mean_image
-from archscan.attacks.tuning import BUDGETS, GRIDS, configurations, label
-from archscan.validation import ValidateOptions, validate
+from archscan.validate.attacks import ATTACKS, get_attack, make_target
+from archscan.validate.attacks.ig import RowAdam, milestones
+from archscan.validate.attacks.prior import prior_mean_image
+from archscan.validate.attacks.tuning import BUDGETS, GRIDS, configurations, label
+from archscan.validate.run import ValidateOptions, validate
 from torch import nn
 
 from archscan.cli import main

@@ -82,7 +82,7 @@ def test_zoo_spearman_and_scatter(tmp_path):
     manifest = tmp_path / "m.toml"
     rows = [("mlp2", "LEAKS"), ("cnn_partial", "PARTIAL"), ("cnn_narrow", "RESISTANT")]
     manifest.write_text("".join(f'[[model]]\nspec = "{ZOO}:{n}"\ninput_shape = [3, 32, 32]\nnum_classes = 10\n'
-                                f'expected_verdict = "{v}"\n' for n, v in rows))
+                                f'expected_chain_verdict = "{v}"\n' for n, v in rows))
     rep = validate_zoo(str(manifest), _opts(attacks=("analytic", "rgap")), plot_path=str(tmp_path / "s.png"))
     assert [m["verdict"] for m in rep["models"]] == [v for _, v in rows]
     assert rep["spearman"] == 1.0  # leaks > partial > resistant, predicted and achieved alike

@@ -58,7 +58,7 @@ def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, p
                                         num_classes=e.get("num_classes"))
         rep = validate(e["resolved"], dataclasses.replace(opts, scan=scan_opts))
         pred = rep["prediction"] or {}
-        rows.append({"spec": e["spec"], "expected_verdict": e.get("expected_verdict"),
+        rows.append({"spec": e["spec"], "expected_chain_verdict": e.get("expected_chain_verdict"),
                      "verdict": pred.get("verdict"), "predicted_psnr": pred.get("predicted_psnr"),
                      "leakage_score": pred.get("leakage_score"), "best_psnr": rep["best_psnr"],
                      "selected_psnr": rep.get("selected_psnr"),
