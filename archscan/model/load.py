@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 import weakref
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from archscan.errors import InputError
+from archscan.model.pt2 import Pt2ArchiveError, load_program_safely
 
 _CREATED: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
 
@@ -186,14 +188,39 @@ def _accepts(fn, name: str) -> bool:
 
 
 def _load_program(spec: str) -> LoadedModel:
+    """Load a .pt2 without letting it run code (torch.export.load would unpickle it).
+
+    Every refusal, and every failure of torch on an archive that passed the checks, is one line
+    naming the file and the entry (``Pt2ArchiveError``); anything else the loader raises is
+    still bad input, never a traceback.
+    """
     path = Path(spec)
     if not path.is_file():
         raise InputError(f"{spec}: no such file")
+    cap = _pt2_size_cap()
     try:
-        program = torch.export.load(str(path))
-    except Exception as e:
-        raise InputError(f"{spec}: not a readable torch.export program ({type(e).__name__}: {e})") from e
+        program = load_program_safely(spec, max_bytes=cap)
+    except Pt2ArchiveError as e:
+        raise InputError(str(e)) from e
+    except Exception as e:  # a check tripping over input it did not foresee
+        raise InputError(f"{spec}: not a readable torch.export program "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
     return LoadedModel(None, program, spec, str(path.resolve()))
+
+
+def _pt2_size_cap() -> int | None:
+    """ARCHSCAN_MAX_PT2_BYTES, the cap on a .pt2's uncompressed size (None: the loader's default,
+    the smaller of 4 GiB and half the memory available)."""
+    text = os.environ.get("ARCHSCAN_MAX_PT2_BYTES", "").strip()
+    if not text:
+        return None
+    try:
+        cap = int(text)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise InputError(f"ARCHSCAN_MAX_PT2_BYTES={text!r}: expected a positive number of bytes")
+    return cap
 
 
 def load_weights(model: nn.Module, path: str) -> None:
