@@ -173,3 +173,30 @@ def weak_fractions(run: LanczosRun, tau: float, steps: int | None = None, refere
         directions=_directions(probe, tau, run, reference),
         sample_index=run.sample_index, steps=m.copy(), products=run.products + (probe.products if probe else 0),
         seconds=run.seconds + (probe.seconds if probe else 0.0), dtype=run.dtype, notes=notes)
+
+
+@dataclass(frozen=True)
+class Worst:
+    """Per sample, the larger weak fraction of several views of it (the target's and the start's
+    spectrum): what all of them resolve.  Samples present in every estimate only."""
+
+    sample_index: np.ndarray
+    fractions: Bracket        # (k,) arrays
+    overall: Bracket          # energy-weighted
+    sq_norms: np.ndarray
+
+
+def worst_of(ests: list, sq_norms: list, functional: str = "soft") -> Worst:
+    """Combine estimates of the same samples (``sq_norms[i]`` of ``ests[i]``'s rows) per sample."""
+    common = sorted(set.intersection(*(set(e.sample_index.tolist()) for e in ests)))
+    cols = []
+    for e in ests:
+        pos = {int(s): i for i, s in enumerate(e.sample_index)}
+        b = getattr(e, functional)
+        rows = [pos[s] for s in common]
+        cols.append(np.stack([b.estimate[rows], b.lo[rows], b.hi[rows]], axis=1))
+    table = np.max(cols, axis=0)
+    pos0 = {int(s): i for i, s in enumerate(ests[0].sample_index)}
+    w = np.asarray(sq_norms[0])[[pos0[s] for s in common]]
+    per = Bracket(table[:, 0], table[:, 1], table[:, 2])
+    return Worst(np.asarray(common), per, _overall(table, w), w)
