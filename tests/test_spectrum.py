@@ -251,7 +251,7 @@ def test_random_models_against_dense(seed, channels, width, act, pool, conv, ste
     if steps >= 36 or np.all(run.beta[np.arange(len(run.steps)), run.steps - 1] == 0):
         np.testing.assert_allclose(est.soft.estimate, ref.soft, rtol=1e-7, atol=1e-14)
     else:                                        # not converged: Gauss is still a lower bound
-        assert np.all(est.soft.estimate <= ref.soft * (1 + 1e-8) + 1e-300)
+        assert np.all(est.soft.lo <= ref.soft * (1 + 1e-8) + 1e-300)
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,3 +460,12 @@ def test_unknown_reference_is_refused(case):
     run = sp.lanczos(sp.GramOperator(model, image, 3, dtype=F64), V, steps=3)
     with pytest.raises(ValueError, match="reference"):
         sp.weak_fractions(run, 0.1, reference="median")
+
+
+@pytest.mark.parametrize("steps", [2, 6, 20])
+def test_smooth_estimates_lie_between_their_bounds(case, steps):
+    _, model, image, V, _, eig = case
+    est = sp.weak_fractions(run_for(model, image, V, steps=steps), 0.05)
+    for b in (est.soft, est.tikhonov):
+        assert np.all(b.lo <= b.estimate + 1e-15) and np.all(b.estimate <= b.hi + 1e-15)
+        np.testing.assert_allclose(b.estimate, np.sqrt(b.lo * b.hi), rtol=1e-12)

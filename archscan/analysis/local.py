@@ -74,23 +74,32 @@ def _labels(module, images: np.ndarray) -> list[int]:
 
 
 def spectrum_at_prior(module, options, shape, activations: int = 0) -> tuple[Spectrum, dict]:
-    """Lanczos runs from centred prior samples, each at its own image, within the time budget."""
+    """Lanczos from centred prior samples x_i - mu, at x_i (the target) and at mu (where attacks
+    start: mid-grey or the prior mean), then from random probes, within the time budget."""
     start = time.perf_counter()
     device = torch.device(getattr(options, "device", "cpu") or "cpu")
     X = prior_images(tuple(shape), config.LOCAL_SAMPLES, options.seed)
-    k = memory.points_that_fit(module, X.shape[1], activations, config.LOCAL_SAMPLES, config.LOCAL_STEPS, device)
-    images = X[:k].reshape(k, *shape)
-    op = GramOperator(module, images, _labels(module, images), dtype=torch.float32, device=device)
-    budget = _budget(op, options, start)
-    V = (X - X.mean(axis=0))[:k]
-    run = lanczos(op, V, config.LOCAL_STEPS, budget * (1 - config.LOCAL_PROBE_SHARE), batch=None,
-                  seed=options.seed, start=start, setup_seconds=time.perf_counter() - start)
+    k = memory.points_that_fit(module, X.shape[1], activations, config.LOCAL_SAMPLES, config.LOCAL_STEPS, device,
+                               views=2)
+    mu = X.mean(axis=0)
+    V = (X - mu)[:k]
+    labels = _labels(module, X[:k].reshape(k, *shape))
+    target = GramOperator(module, X[:k].reshape(k, *shape), labels, dtype=torch.float32, device=device)
+    at_mu = GramOperator(module, np.repeat(mu[None], k, 0).reshape(k, *shape), labels, dtype=torch.float32,
+                         device=device)
+    budget = _budget(target, options, start)
+    share = (1 - config.LOCAL_PROBE_SHARE) / 2
+    runs = []
+    for op in (target, at_mu):
+        until = budget * share * (len(runs) + 1) - (time.perf_counter() - start)
+        runs.append(lanczos(op, V, config.LOCAL_STEPS, max(until, 0.0), batch=None, seed=options.seed,
+                            setup_seconds=time.perf_counter() - start))
     left = budget - (time.perf_counter() - start)
-    probe = lanczos(op, probe_vectors(config.LOCAL_PROBES, op.n, options.seed), config.LOCAL_STEPS, left,
+    probe = lanczos(target, probe_vectors(config.LOCAL_PROBES, target.n, options.seed), config.LOCAL_STEPS, left,
                     batch=None, seed=options.seed, min_steps=2) if left > 0 else None
     plan = {"budget_s": round(budget, 1), "points": k, "device": str(device), "dtype": "float32",
-            "seconds_per_product": round(run.seconds_per_product, 4)}
-    return Spectrum(run, probe), plan
+            "seconds_per_product": round(runs[0].seconds_per_product, 4)}
+    return Spectrum(runs[0], probe, runs[1]), plan
 
 
 def _budget(op: GramOperator, options, start: float) -> float:
@@ -108,29 +117,36 @@ def _budget(op: GramOperator, options, start: float) -> float:
 
 
 def view_of(spec: Spectrum, plan: dict) -> OptimisationView:
-    """The view's figures at the calibrated tau and reference."""
+    """The view's figures at the calibrated tau, reference and functional: per sample the larger
+    error of the target's and the start's spectrum."""
     est = spec.at(config.LOCAL_TAU, config.LOCAL_REFERENCE)
-    soft, run = est.overall_soft, spec.samples
-    mse = float(soft.estimate * run.sq_norms.mean() / run.n)
-    quality = Quality(round(1.0 - soft.estimate, 6), mse, round(psnr_of(mse), 3),
-                      f"spectrum of d(gradients)/d(image): damped Gauss-Newton bias at tau = {config.LOCAL_TAU} "
-                      f"x {config.LOCAL_REFERENCE}", len(run.steps))
-    psnr_lo, psnr_hi = (psnr_of(float(e * run.sq_norms.mean() / run.n)) for e in (soft.hi, soft.lo))
+    worst = spec.worst(config.LOCAL_TAU, config.LOCAL_REFERENCE, config.LOCAL_FUNCTIONAL)
+    frac, n = worst.overall, spec.samples.n
+    ms = float(worst.sq_norms.mean())
+    mse = float(frac.estimate * ms / n)
+    quality = Quality(round(1.0 - frac.estimate, 6), mse, round(psnr_of(mse), 3),
+                      f"spectrum of d(gradients)/d(image) at the image and at the prior mean: "
+                      f"{config.LOCAL_FUNCTIONAL} weak energy at tau = {config.LOCAL_TAU} x {config.LOCAL_REFERENCE}",
+                      len(worst.sample_index))
+    psnr_lo, psnr_hi = (psnr_of(float(e * ms / n)) for e in (frac.hi, frac.lo))
     d = est.directions
     directions = None if d is None else {"estimate": int(round(d.estimate)), "lo": int(round(d.lo)),
-                                         "hi": int(round(d.hi)), "of": run.n}
-    return OptimisationView(ViewStatus.RAN, quality=quality, leakage_interval=(round(1 - soft.hi, 6), round(1 - soft.lo, 6)),
+                                         "hi": int(round(d.hi)), "of": n}
+    return OptimisationView(ViewStatus.RAN, quality=quality,
+                            leakage_interval=(round(1 - frac.hi, 6), round(1 - frac.lo, 6)),
                             psnr_interval=(round(psnr_lo, 3), round(psnr_hi, 3)), directions=directions,
-                            details=_details(est, run, plan))
+                            details=_details(est, spec, worst, plan))
 
 
-def _details(est, run, plan: dict) -> dict:
+def _details(est, spec: Spectrum, worst, plan: dict) -> dict:
     """How the figure was obtained and how far to trust it."""
-    return {"method": "Lanczos quadrature of A = JᵀJ from each prior sample at its own image",
-            "tau": config.LOCAL_TAU, "reference": config.LOCAL_REFERENCE, "samples": int(len(run.steps)),
-            "steps": [int(run.steps.min()), int(run.steps.max())], "products": int(est.products),
-            "seconds": round(est.seconds, 2), "lambda_max": float(f"{est.lambda_max:.6g}"),
-            "lambda_max_residual": float(f"{est.lambda_max_residual:.3g}"),
-            "spread": round(est.soft_std, 4), "convergence": round(est.soft_change, 4),
-            "hard_fraction": round(float(est.overall_hard.estimate), 4), **plan,
-            "notes": list(est.notes)}
+    runs = [r for r in (spec.samples, spec.start) if r is not None]
+    steps = np.concatenate([r.steps for r in runs]) if runs else np.zeros(1, int)
+    return {"method": "Lanczos quadrature of A = JᵀJ from each prior sample, at its image and at the prior mean",
+            "tau": config.LOCAL_TAU, "reference": config.LOCAL_REFERENCE, "functional": config.LOCAL_FUNCTIONAL,
+            "samples": int(len(worst.sample_index)), "steps": [int(steps.min()), int(steps.max())],
+            "products": int(sum(r.products for r in runs) + (spec.probes.products if spec.probes else 0)),
+            "seconds": round(sum(r.seconds for r in runs) + (spec.probes.seconds if spec.probes else 0.0), 2),
+            "lambda_max": float(f"{est.lambda_max:.6g}"), "lambda_max_residual": float(f"{est.lambda_max_residual:.3g}"),
+            "spread": round(float(worst.fractions.estimate.std()), 4), **plan,
+            "notes": sorted(set(n for r in runs for n in r.notes))}

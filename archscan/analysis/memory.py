@@ -40,13 +40,13 @@ def basis_bytes(k: int, steps: int, n: int) -> int:
     return 8 * k * (steps + 1) * n
 
 
-def points_that_fit(module, n: int, activations: int, k: int, steps: int, device) -> int:
-    """The most linearisation points (<= k) whose graphs and bases fit in SHARE of free memory."""
+def points_that_fit(module, n: int, activations: int, k: int, steps: int, device, views: int = 1) -> int:
+    """The most samples (<= k) whose graphs (one per sample and view) and bases fit in SHARE of free memory."""
     free = SHARE * available_bytes(torch.device(device))
     per = point_bytes(module, activations)
     for j in range(k, 0, -1):
-        if j * per + basis_bytes(j, steps, n) <= free:
+        if views * (j * per + basis_bytes(j, steps, n)) <= free:
             return j
-    need = per + basis_bytes(1, steps, n)
+    need = views * (per + basis_bytes(1, steps, n))
     raise OverBudget(f"the optimisation view needs ~{need / 2**30:.1f} GiB for one image; "
                      f"{free / 2**30:.1f} GiB may be used here ({SHARE:.0%} of the free memory)")

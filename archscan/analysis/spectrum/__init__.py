@@ -17,14 +17,16 @@ from archscan.analysis.spectrum.estimate import (
     REFERENCES,
     Bracket,
     SpectrumEstimate,
+    Worst,
     psnr,
     weak_fractions,
+    worst_of,
 )
 from archscan.analysis.spectrum.lanczos import MIN_STEPS, LanczosRun, lanczos
 from archscan.analysis.spectrum.operator import GramOperator, gradient_map
 
 __all__ = ["REFERENCES", "Bracket", "GramOperator", "LanczosRun", "SpectrumEstimate", "Spectrum", "estimate",
-           "gradient_map", "lanczos", "probe_vectors", "psnr", "run_spectrum", "weak_fractions"]
+           "Worst", "gradient_map", "lanczos", "probe_vectors", "psnr", "run_spectrum", "weak_fractions", "worst_of"]
 
 PROBE_SHARE = 0.2   # share of the budget the direction-count probes may use
 
@@ -35,13 +37,19 @@ def probe_vectors(k: int, n: int, seed: int) -> np.ndarray:
 
 
 class Spectrum:
-    """The Lanczos runs of one scan (prior samples and probes); any tau is evaluated from them."""
+    """The Lanczos runs of one scan (prior samples at their own images, optionally the same samples
+    seen from the attacks' start image, and probes); any tau is evaluated from them."""
 
-    def __init__(self, samples: LanczosRun, probes: LanczosRun | None):
-        self.samples, self.probes = samples, probes
+    def __init__(self, samples: LanczosRun, probes: LanczosRun | None, start: LanczosRun | None = None):
+        self.samples, self.probes, self.start = samples, probes, start
 
     def at(self, tau: float, reference: str = "lambda_max", steps: int | None = None) -> SpectrumEstimate:
         return weak_fractions(self.samples, tau, steps, reference, self.probes)
+
+    def worst(self, tau: float, reference: str, functional: str) -> Worst:
+        """Per sample, what both the target's and the start's spectrum resolve."""
+        runs = [r for r in (self.samples, self.start) if r is not None and len(r.steps)]
+        return worst_of([weak_fractions(r, tau, reference=reference) for r in runs], [r.sq_norms for r in runs], functional)
 
 
 def run_spectrum(model, images, labels, samples, steps: int = 80, budget_s: float | None = None,

@@ -18,8 +18,13 @@ from typing import Any, BinaryIO
 import torch
 
 from archscan.model.pt2.errors import PICKLE_WHY, Refusal, first_line, one_line, quoted
-from archscan.model.pt2.limits import (MAX_COMPRESSION_RATIO, MAX_ENTRIES, MAX_METADATA_BYTES,
-                                       MAX_NAME_LEN, RATIO_CHECK_ABOVE)
+from archscan.model.pt2.limits import (
+    MAX_COMPRESSION_RATIO,
+    MAX_ENTRIES,
+    MAX_METADATA_BYTES,
+    MAX_NAME_LEN,
+    RATIO_CHECK_ABOVE,
+)
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
 _META_ENTRIES = {"archive_format", "archive_version", "byteorder", ".data/version",

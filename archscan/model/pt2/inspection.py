@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
 from archscan.model.pt2.archive import ArchiveView, check_entries, open_zip
-from archscan.model.pt2.configs import check_payload_config, check_sample_inputs, dtype_sizes
+from archscan.model.pt2.configs import (
+    check_payload_config,
+    check_sample_inputs,
+    dtype_sizes,
+)
 from archscan.model.pt2.errors import Refusal, UnsafeArchiveError
 from archscan.model.pt2.limits import default_max_bytes
 from archscan.model.pt2.program import check_program

@@ -8,7 +8,12 @@ import torch
 
 from archscan.model.pt2.errors import Pt2LoadError, Refusal, UnsafeArchiveError
 from archscan.model.pt2.guard import Guard, torch_load_guard
-from archscan.model.pt2.inspection import Limits, inspect_open, open_archive, resolve_path
+from archscan.model.pt2.inspection import (
+    Limits,
+    inspect_open,
+    open_archive,
+    resolve_path,
+)
 
 
 def load_program_safely(path: str | os.PathLike, max_bytes: int | None = None, *,
