@@ -12,7 +12,7 @@ from archscan import config
 from archscan.analysis.local import optimisation_view
 from archscan.analysis.propagate import propagate
 from archscan.analysis.scores import chain_view, copa_index, ra_index
-from archscan.analysis.systems import build_system, pullback_rows
+from archscan.analysis.systems import build_system, forward_macs, pullback_rows
 from archscan.analysis.verdict import combine
 from archscan.errors import InputError, UnsupportedLayerError
 from archscan.model.graph import build_graph, parametric_order
@@ -57,7 +57,7 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
     chain = chain_view(g, systems, state, shape, options.seed)
     clock.mark("chain")
     activations = sum(g.nodes[n]["layer"].out_size for n in g.nodes)
-    optimisation = optimisation_view(loaded.module, options, shape, chain, activations)
+    optimisation = optimisation_view(loaded.module, options, shape, chain, activations, forward_macs(systems))
     clock.mark("optimisation")
     report = _assemble(spec, options, traced, g, systems, state, chain, optimisation, _capture(loaded, options))
     report.timing.update(clock.total())

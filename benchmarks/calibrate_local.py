@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--run-attacks", action="store_true", help="run the tuned attacks where no report is cached")
     p.add_argument("--budget", default="default", help="validate --budget for --run-attacks")
     p.add_argument("--skip-missing", action="store_true", help="leave out models without cached attack results")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME", help="leave out this model (repeatable)")
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--selected", action="store_true", help="calibrate to the objective-selected best, not the oracle")
     p.add_argument("--steps", type=int, default=60, help="Lanczos steps per attacked image")
@@ -109,8 +110,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    chosen = [e for e in entries(Path(args.manifest)) if args.run_attacks or not args.skip_missing
-              or (Path(args.results) / e["spec"].split(":")[-1] / "report.json").is_file()]
+    chosen = [e for e in entries(Path(args.manifest)) if e["spec"].split(":")[-1] not in args.exclude
+              and (args.run_attacks or not args.skip_missing
+                   or (Path(args.results) / e["spec"].split(":")[-1] / "report.json").is_file())]
     rows = [row(e, args) for e in chosen]
     fit = cal.fit(rows)
     text = table(rows, fit["chosen"])

@@ -44,15 +44,15 @@ def variants(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def zoo_cmp():
-    return comparison([zoo_report("cnn_c4"), zoo_report("cnn3_c1")])
+    return comparison([zoo_report("cnn_c4"), zoo_report("cnn_narrow")])
 
 
 def test_rows_per_model(zoo_cmp):
     rows = {m["label"]: m for m in zoo_cmp["models"]}
-    assert set(rows) == {"cnn_c4", "cnn3_c1"}
-    assert rows["cnn_c4"]["verdict"] == "LEAKS" and rows["cnn3_c1"]["verdict"] == "RESISTANT"
+    assert set(rows) == {"cnn_c4", "cnn_narrow"}
+    assert rows["cnn_c4"]["verdict"] == "LEAKS" and rows["cnn_narrow"]["verdict"] == "RESISTANT"
     assert rows["cnn_c4"]["worst_layer"]["name"] == "conv1"           # nearest the image, fully determined
-    assert rows["cnn3_c1"]["worst_layer"]["name"] == "fc"             # only the head's input leaks fully
+    assert rows["cnn_narrow"]["worst_layer"]["name"] == "fc"             # only the head's input leaks fully
     for key in ("leakage_score", "copa_index", "predicted_psnr"):
         assert key in rows["cnn_c4"]
 
@@ -66,7 +66,7 @@ def test_layer_diff_aligns_by_name(zoo_cmp):
 
 
 def test_worst_layer_none_when_nothing_is_exposed():
-    report = zoo_report("cnn3_c1")
+    report = zoo_report("cnn_narrow")
     for layer in report["layers"]:
         layer["attack"]["rank"] = 0
     assert worst_layer(report) is None
@@ -103,7 +103,7 @@ def test_cli_json_and_markdown(variants, tmp_path, capsys):
 
 
 def test_cli_compare_zoo_models_share_layers(capsys):
-    assert main(["compare", f"{ZOO}:cnn_c4", f"{ZOO}:cnn3_c1", "--input-shape", "3,32,32"]) == 0
+    assert main(["compare", f"{ZOO}:cnn_c4", f"{ZOO}:cnn_narrow", "--input-shape", "3,32,32"]) == 0
     out = capsys.readouterr().out
     assert "not shared: conv3, conv4" in out
 
@@ -120,5 +120,5 @@ def test_compare_errors_exit_2(capsys, argv, needle):
 
 def test_api_compare_is_public():
     from archscan.config import ScanOptions
-    cmp = api.compare([f"{ZOO}:cnn_c4", f"{ZOO}:cnn3_c1"], ScanOptions(input_shape=(3, 32, 32)))
+    cmp = api.compare([f"{ZOO}:cnn_c4", f"{ZOO}:cnn_narrow"], ScanOptions(input_shape=(3, 32, 32)))
     assert cmp["models"][0]["spec"].endswith("cnn_c4") and layer_diff([zoo_report("cnn_c4")])[0]["shared"]

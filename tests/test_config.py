@@ -113,7 +113,7 @@ def test_scan_runs_from_the_table_and_flags_override(tmp_path, monkeypatch, caps
     assert main(["scan"]) == 1                                     # the gate from the table
     assert "FAILED" in capsys.readouterr().out
     assert main(["scan", "--exit-zero"]) == 0                      # a flag overrides
-    assert main(["scan", f"{ZOO_ABS}:cnn3_c1"]) == 0               # the positional model overrides
+    assert main(["scan", f"{ZOO_ABS}:cnn_narrow"]) == 0               # the positional model overrides
     capsys.readouterr()
     assert main(["scan", "--no-config"]) == 2                      # ignoring the table: no model
     assert "give a MODEL" in capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_scan_runs_from_the_table_and_flags_override(tmp_path, monkeypatch, caps
 
 def test_explicit_config_file(tmp_path, monkeypatch, capsys):
     (tmp_path / "elsewhere").mkdir()
-    cfg = project(tmp_path / "elsewhere", f'model = "{ZOO_ABS}:cnn3_c1"\ninput-shape = "3,32,32"')
+    cfg = project(tmp_path / "elsewhere", f'model = "{ZOO_ABS}:cnn_narrow"\ninput-shape = "3,32,32"')
     monkeypatch.chdir(tmp_path)
     assert main(["scan", "--config", str(cfg / "pyproject.toml"), "--quiet"]) == 0
     assert "RESISTANT" in capsys.readouterr().out
@@ -139,12 +139,13 @@ def test_config_errors_exit_2(tmp_path, monkeypatch, capsys):
 def test_template_parses_and_documents_every_key():
     from archscan.config.pyproject import KEYS
     text = template()
-    assert tomllib.loads(text) == {"tool": {"archscan": {}}}      # everything commented out by default
+    # everything commented out by default but the gate: a fresh project fails on a leaking model
+    assert tomllib.loads(text) == {"tool": {"archscan": {"fail-on": "leaks"}}}
     for key in KEYS:
         if key not in ("output", "quiet"):
             assert f"{key.replace('_', '-')} =" in text, key
     filled = tomllib.loads(template("m.py:f", "3,64,64"))["tool"]["archscan"]
-    assert filled == {"model": "m.py:f", "input-shape": [3, 64, 64]}
+    assert filled == {"model": "m.py:f", "input-shape": [3, 64, 64], "fail-on": "leaks"}
 
 
 def test_init_appends_once(tmp_path, monkeypatch, capsys):
@@ -155,7 +156,7 @@ def test_init_appends_once(tmp_path, monkeypatch, capsys):
     assert data["project"]["name"] == "demo" and data["tool"]["archscan"]["input-shape"] == [3, 32, 32]
     assert load().values["model"].endswith("paper_zoo.py:cnn_c4")
     assert main(["init"]) == 2 and "already has a [tool.archscan]" in capsys.readouterr().err
-    assert main(["scan", "--quiet"]) == 0                         # the written table scans as is
+    assert main(["scan", "--quiet"]) == 1            # the written table gates as is: cnn_c4 leaks
 
 
 def test_init_creates_the_file_and_prints(tmp_path, monkeypatch, capsys):
@@ -163,5 +164,5 @@ def test_init_creates_the_file_and_prints(tmp_path, monkeypatch, capsys):
     assert main(["init", "--print"]) == 0 and "[tool.archscan]" in capsys.readouterr().out
     assert not (tmp_path / "pyproject.toml").exists()
     write_template(tmp_path / "pyproject.toml")
-    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["archscan"] == {}
+    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["archscan"] == {"fail-on": "leaks"}
     assert main(["init", "--input-shape", "3,x,1", "--file", "other.toml"]) == 2

@@ -40,11 +40,11 @@ def at_root(monkeypatch):
 
 
 def scenario(name: str) -> dict:
-    """leaks: cnn_c4 failing --fail-on leaks; resistant: cnn3_c1 passing --fail-under 0.5."""
+    """leaks: cnn_c4 failing --fail-on leaks; resistant: cnn_narrow passing --fail-under 0.5."""
     if name == "leaks":
         report, policy = zoo_report("cnn_c4"), Policy(fail_on="leaks")
     else:
-        report, policy = zoo_report("cnn3_c1"), Policy(fail_under=0.5, fail_on="partial")
+        report, policy = zoo_report("cnn_narrow"), Policy(fail_under=0.5, fail_on="partial")
     report["gate"] = evaluate(report, policy).to_dict()
     return normalise(report)
 

@@ -40,7 +40,7 @@ def leaks():
 
 @pytest.fixture(scope="module")
 def resistant():
-    return zoo_report("cnn3_c1")
+    return zoo_report("cnn_narrow")
 
 
 def run(capsys, *argv):
@@ -69,10 +69,26 @@ def test_fail_on_partial_fails_partial_and_leaks(leaks):
 
 
 def test_fail_under_is_a_minimum_resistance(leaks, resistant):
-    assert resistance(leaks) == 0.0 and resistance(resistant) == 1.0
+    r = resistance(resistant)
+    assert resistance(leaks) == 0.0 and r == round(1 - resistant["scores"]["leakage_score"], 6) and 0.75 < r < 1
     failed = evaluate(leaks, Policy(fail_under=0.5))
     assert not failed.passed and failed.checks[0].rule_id == "AS200" and failed.checks[0].layers
-    assert evaluate(resistant, Policy(fail_under=0.99)).passed
+    assert evaluate(resistant, Policy(fail_under=r - 0.01)).passed
+    assert not evaluate(resistant, Policy(fail_under=r + 0.01)).passed
+
+
+def test_fail_under_needs_a_verified_figure(resistant):
+    """With the optimisation view off, the chain's resistance is not established: fail-under fails."""
+    unverified = copy.deepcopy(resistant)
+    unverified["scores"].update(verdict="UNVERIFIED", verdict_note="the optimisation-attack view did not run (off)")
+    unverified["scores"]["optimisation"] = {"status": "off", "reason": "--local off"}
+    check = evaluate(unverified, Policy(fail_under=0.1)).checks[0]
+    assert not check.passed and "not established" in check.message
+    assert evaluate(unverified, Policy(fail_under=0.0)).passed
+    assert not evaluate(unverified, Policy(fail_on="partial")).passed and evaluate(unverified, Policy(fail_on="leaks")).passed
+
+
+def test_zero_minimum_and_no_policy_pass(leaks):
     assert evaluate(leaks, Policy(fail_under=0.0)).passed
     assert evaluate(leaks, Policy()).passed and not Policy().active
 
@@ -109,7 +125,7 @@ def test_gate_result_to_dict_is_json(leaks):
 # ---- CLI exit codes ------------------------------------------------------------------------------
 
 def test_exit_0_resistant_model(capsys):
-    code, out, err = run(capsys, f"{ZOO}:cnn3_c1", "--input-shape", "3,32,32", "--fail-on", "partial",
+    code, out, err = run(capsys, f"{ZOO}:cnn_narrow", "--input-shape", "3,32,32", "--fail-on", "partial",
                          "--fail-under", "0.5")
     assert code == 0, err
     assert "gate       passed" in out
@@ -218,7 +234,7 @@ def test_assert_leakage_message_is_the_layer_table():
 
 
 def test_assert_leakage_passes_resistant_spec():
-    report = assert_leakage(f"{ZOO}:cnn3_c1", (3, 32, 32), min_score=0.5)
+    report = assert_leakage(f"{ZOO}:cnn_narrow", (3, 32, 32), min_score=0.5)
     assert report["gate"]["passed"] and report["scores"]["verdict"] == "RESISTANT"
 
 

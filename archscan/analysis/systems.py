@@ -83,3 +83,9 @@ def _pullback(g: nx.DiGraph, node: LayerNode) -> tuple[str | None, bool]:
         linear = linear and layer.flow.linear
         cur = layer.inputs[0] if layer.inputs else None
     return None, False
+
+
+def forward_macs(systems: dict) -> int:
+    """Multiply-accumulates of one forward pass through the parametric layers (a cost proxy)."""
+    return int(sum(s.geometry.F * s.geometry.Ho * s.geometry.Wo * s.geometry.Cg * s.geometry.kh * s.geometry.kw
+                   for s in systems.values()))

@@ -15,10 +15,11 @@ LOCAL_FUNCTIONAL = "tikhonov"   # weak energy v' t (A + t)^-1 v (spectrum/estima
 LOCAL_SAMPLES = 8         # prior samples (each its own linearisation point) in the optimisation view
 LOCAL_STEPS = 40          # Lanczos steps per sample at most (soft quadrature converges once steps >~ 1/tau)
 LOCAL_PROBES = 2          # random probes for the count of recoverable directions
-LOCAL_PROBE_SHARE = 0.2   # share of the view's budget the probes may use
-LOCAL_MIN_PRODUCTS = 100  # products the default budget is sized for (timed on the model)
-LOCAL_BUDGET_S = None     # the view's time budget: None = LOCAL_MIN_PRODUCTS products, within the bounds below
-LOCAL_BUDGET_MIN_S = 20.0
+LOCAL_PRODUCTS = 150      # products with A the view plans for a model of LOCAL_REFERENCE_MACS (~60 s on 2 CPU cores)
+LOCAL_REFERENCE_MACS = 5.6e8  # a CIFAR ResNet-18's multiply-accumulates per forward pass
+LOCAL_MIN_PRODUCTS = 60   # never fewer (an ImageNet ResNet-18 gets ~85)
+LOCAL_MIN_STEPS = 10      # samples are dropped before the Lanczos steps fall below this
+LOCAL_BUDGET_S = None     # wall-clock cap of the view: None = LOCAL_BUDGET_MAX_S; hit only on a slow machine
 LOCAL_BUDGET_MAX_S = 600.0  # never more than this (10 min) unless --local-budget asks
 
 

@@ -157,7 +157,7 @@ def load_baseline(path: str) -> dict:
         raise InputError(f"--baseline {path}: not a JSON report ({e})") from e
     if not isinstance(data, dict) or not {"scores", "layers", "schema_version"} <= set(data):
         raise InputError(f"--baseline {path}: not an archscan report (write one with --format json)")
-    if str(data["schema_version"]).split(".")[0] != "1":
+    if str(data["schema_version"]).split(".")[0] not in ("1", "2"):
         raise InputError(f"--baseline {path}: schema_version {data['schema_version']} is not supported")
     return data
 
@@ -181,10 +181,12 @@ TEMPLATE = """\
 # bn-mode = "eval"                    # "eval" | "train"
 # relu-active = 0.5                   # active fraction of ReLU outputs
 # seed = 0
-# local = "off"                       # "auto" | "on" | "off": Jacobian identifiability step (slow)
+# local = "auto"                      # the optimisation-attack view: "auto" | "on" | "off" (off: never RESISTANT)
+# local-budget = 60                   # its time budget in seconds (default: sized to the model, at most 600)
+# device = "cpu"                      # where it runs: "cpu" | "cuda" | "cuda:N"
 
 # Gate: `archscan scan` exits 1 when a check fails, naming the layers responsible.
-# fail-on = "leaks"                   # "partial" (fails PARTIAL and LEAKS) | "leaks"
+fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and LEAKS) | "leaks"
 # fail-under = 0.5                    # minimum resistance score = 1 - leakage score
 # baseline = "archscan-baseline.json" # a stored `--format json` report: fail only on regressions
 # exit-zero = false                   # report only, never exit 1
