@@ -79,16 +79,19 @@ def plan_work(macs: int, k_max: int) -> tuple[int, int]:
     """(samples, Lanczos steps) for a model of ``macs`` multiply-accumulates per forward pass.
 
     The products allowed shrink like 1/sqrt(macs) (LOCAL_PRODUCTS at LOCAL_REFERENCE_MACS, a
-    CIFAR ResNet-18), between LOCAL_MIN_PRODUCTS and what LOCAL_SAMPLES x LOCAL_STEPS need; samples
-    are dropped before steps go below LOCAL_MIN_STEPS.  Two views per sample plus the probes.
+    CIFAR ResNet-18), between LOCAL_MIN_PRODUCTS and what LOCAL_SAMPLES x LOCAL_STEPS need.  Steps
+    come first (an unconverged quadrature is what widens the interval; the spread across samples
+    is small): LOCAL_MIN_SAMPLES samples get as many steps as fit, more samples only after that.
+    Two views per sample plus the probes.
     """
-    full = (2 * k_max + config.LOCAL_PROBES) * config.LOCAL_STEPS
+    probes = config.LOCAL_PROBES
+    full = (2 * k_max + probes) * config.LOCAL_STEPS
     scale = (config.LOCAL_REFERENCE_MACS / max(macs, 1)) ** 0.5
     products = int(min(full, max(config.LOCAL_MIN_PRODUCTS, config.LOCAL_PRODUCTS * scale)))
-    k = k_max
-    while k > 1 and products // (2 * k + config.LOCAL_PROBES) < config.LOCAL_MIN_STEPS:
-        k -= 1
-    return k, int(min(config.LOCAL_STEPS, max(2, products // (2 * k + config.LOCAL_PROBES))))
+    k_min = min(k_max, config.LOCAL_MIN_SAMPLES)
+    steps = int(min(config.LOCAL_STEPS, max(2, products // (2 * k_min + probes))))
+    k = int(min(k_max, max(k_min, (products // steps - probes) // 2)))
+    return k, steps
 
 
 def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 0) -> tuple[Spectrum, dict]:

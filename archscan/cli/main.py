@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from archscan import __version__
+from archscan.cli import boundary
+from archscan.cli.boundary import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK
 from archscan.cli.validate import add_validate_parser, run_validate
-from archscan.errors import ArchscanError, InputError
+from archscan.errors import InputError
 
-EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
 FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
@@ -196,18 +197,11 @@ def run_init(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line; the exit codes are ``archscan.cli.boundary``'s (0/1/2/3/130/141)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     debug = getattr(args, "debug", False) or os.environ.get("ARCHSCAN_DEBUG") == "1"
     handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate}
-    try:
-        return handlers[args.command](args)
-    except ArchscanError as e:
-        if debug:
-            raise
-        print(f"archscan: error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except OSError as e:
-        if debug:
-            raise
-        print(f"archscan: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
-        return EXIT_INPUT
+    return boundary.run(handlers[args.command], args, debug)

@@ -17,8 +17,8 @@ LOCAL_STEPS = 40          # Lanczos steps per sample at most (soft quadrature co
 LOCAL_PROBES = 2          # random probes for the count of recoverable directions
 LOCAL_PRODUCTS = 150      # products with A the view plans for a model of LOCAL_REFERENCE_MACS (~60 s on 2 CPU cores)
 LOCAL_REFERENCE_MACS = 5.6e8  # a CIFAR ResNet-18's multiply-accumulates per forward pass
-LOCAL_MIN_PRODUCTS = 60   # never fewer (an ImageNet ResNet-18 gets ~85)
-LOCAL_MIN_STEPS = 10      # samples are dropped before the Lanczos steps fall below this
+LOCAL_MIN_PRODUCTS = 150  # never fewer: an ImageNet ResNet-18 gets 2 samples x 25 steps (~3-4 min on 2 CPU cores)
+LOCAL_MIN_SAMPLES = 2     # samples the view always keeps; steps come before more samples
 LOCAL_BUDGET_S = None     # wall-clock cap of the view: None = LOCAL_BUDGET_MAX_S; hit only on a slow machine
 LOCAL_BUDGET_MAX_S = 600.0  # never more than this (10 min) unless --local-budget asks
 
