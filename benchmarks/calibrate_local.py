@@ -77,10 +77,32 @@ def row(entry: dict, args) -> dict:
     report = attacks(entry, args)
     best = report["selected"] if args.selected else report["best"]
     chain = scan(str(ROOT / entry["spec"]), _opts(entry, args).scan).to_dict()["scores"]["chain"]
-    return {"model": entry["spec"].split(":")[-1], "calibration": entry["calibration"],
+    prior = [r["psnr"] for r in report["results"] if r["attack"] == "prior"]
+    return {"prior_psnr": float(np.median(prior)) if prior else None,"model": entry["spec"].split(":")[-1], "calibration": entry["calibration"],
             "achieved_psnr": float(np.median([b["psnr"] for b in best.values()])),
             "winner": sorted({b.get("label") or b["attack"] for b in best.values()}),
             "chain_psnr": chain["predicted_psnr"], "runs": spectrum(entry, report, args)}
+
+
+def with_scan(rows: list[dict], args) -> None:
+    """Each row's default scan (the calibrated optimisation view as configured) beside it."""
+    for r, e in zip(rows, args.entries):
+        opts = dataclasses.replace(_opts(e, args).scan, local="auto")
+        s = scan(str(ROOT / e["spec"]), opts).to_dict()["scores"]
+        r["scan"] = {"verdict": s["verdict"], "chain_verdict": s["chain"]["verdict"],
+                     "optimisation_verdict": s["optimisation"]["verdict"], "predicted_psnr": s["predicted_psnr"],
+                     "psnr_interval": s["optimisation"].get("psnr_interval")}
+
+
+def scan_table(rows: list[dict]) -> str:
+    lines = [f"{'model':<24} {'set':<9} {'chain':<10} {'optimisation':<12} {'verdict':<10} {'predicted':>9} "
+             f"{'achieved':>8} {'prior':>6}  attack"]
+    for r in rows:
+        s = r["scan"]
+        lines.append(f"{r['model']:<24} {r['calibration']:<9} {s['chain_verdict']:<10} {str(s['optimisation_verdict']):<12} "
+                     f"{s['verdict']:<10} {s['predicted_psnr']:>9.1f} {r['achieved_psnr']:>8.1f} {r['prior_psnr'] or 0:>6.1f}  "
+                     f"{', '.join(r['winner'])}")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], chosen: dict) -> str:
@@ -115,11 +137,18 @@ def main(argv=None) -> int:
                    or (Path(args.results) / e["spec"].split(":")[-1] / "report.json").is_file())]
     rows = [row(e, args) for e in chosen]
     fit = cal.fit(rows)
+    args.entries = chosen
+    with_scan(rows, args)
+    fit["scan"] = {"all": cal.scan_agreement(rows),
+                   "held_in": cal.scan_agreement([r for r in rows if r["calibration"] == "held-in"]),
+                   "held_out": cal.scan_agreement([r for r in rows if r["calibration"] == "held-out"])}
     text = table(rows, fit["chosen"])
-    summary = {k: fit[k] for k in ("chosen", "held_out", "current")}
+    summary = {k: fit[k] for k in ("chosen", "held_out", "current", "scan")}
     Path(args.output, "calibration.json").write_text(json.dumps({**fit, "rows": [
         {k: v for k, v in r.items() if k != "runs"} for r in rows]}, indent=1))
     print(text)
+    print()
+    print(scan_table(rows))
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "errors"} if "tau" in v else
                       {s: {kk: vv for kk, vv in sv.items() if kk != "errors"} for s, sv in v.items()}
                       for k, v in summary.items()}, indent=1))

@@ -90,6 +90,21 @@ def fit(rows: list[dict]) -> dict:
     best = max(grid, key=lambda s: (s["within"] or 0.0, -(s["mean_abs_db"] or math.inf)))
     out = {"chosen": best, "held_out": score(held_out, best["tau"], best["reference"], best["functional"]),
            "grid": [{k: v for k, v in g.items() if k != "errors"} for g in grid]}
-    out["current"] = {"held_in": score(held_in, config.LOCAL_TAU, config.LOCAL_REFERENCE, "soft"),
-                      "held_out": score(held_out, config.LOCAL_TAU, config.LOCAL_REFERENCE, "soft")}
+    current = (config.LOCAL_TAU, config.LOCAL_REFERENCE, config.LOCAL_FUNCTIONAL)
+    out["current"] = {"held_in": score(held_in, *current), "held_out": score(held_out, *current)}
     return out
+
+
+def scan_agreement(rows: list[dict]) -> dict:
+    """What ``scan`` itself predicts (rows carry ``scan``: its scores, and ``prior_psnr``: the
+    no-gradient baseline the attacks reached) against the best achieved: the share within
+    WITHIN_DB, Spearman on clipped PSNRs, and the models called RESISTANT although an attack
+    beat the prior baseline by 3 dB or more."""
+    pred = _clip([r["scan"]["predicted_psnr"] for r in rows])
+    best = _clip([r["achieved_psnr"] for r in rows])
+    err = pred - best
+    wrong = [r["model"] for r in rows if r["scan"]["verdict"] == "RESISTANT"
+             and r["achieved_psnr"] >= (r.get("prior_psnr") or math.inf) + 3.0]
+    return {"models": len(rows), "within": float(np.mean(np.abs(err) <= WITHIN_DB)) if len(rows) else None,
+            "mean_abs_db": float(np.mean(np.abs(err))) if len(rows) else None,
+            "spearman": spearman(list(pred), list(best)), "resistant_but_reconstructed": wrong}
