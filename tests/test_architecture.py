@@ -117,3 +117,11 @@ def test_kernels_are_reached_through_their_public_names_only():
             elif target == "archscan_kernels":
                 bad += [f"{where}: {n} is not in archscan_kernels.__all__" for n in names if n not in public]
     assert not bad, "\n".join(bad)
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists every package explicitly (package-dir maps kernels/): none may be missing."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
