@@ -109,11 +109,14 @@ def run_validate(args) -> int:
 
 def render_text(report: dict) -> str:
     if report.get("kind") == "zoo-validation":
-        lines = [f"{'model':<34} {'verdict':<9} {'score':>6} {'pred dB':>8} {'best dB':>8} {'sel dB':>7}  best attack"]
+        lines = [f"{'model':<30} {'chain':<10} {'optimis.':<10} {'verdict':<10} {'pred dB':>8} {'best dB':>8} "
+                 f"{'SSIM':>5} {'err':>6} {'sel dB':>7}  best attack"]
         for r in report["models"]:
-            lines.append(f"{r['spec'].split('/')[-1]:<34} {str(r['verdict']):<9} {_f(r['leakage_score'], 3):>6} "
-                         f"{_f(r['predicted_psnr'], 1):>8} {_f(r['best_psnr'], 1):>8} "
-                         f"{_f(r.get('selected_psnr'), 1):>7}  {','.join(r['best_attacks'])}")
+            lines.append(f"{r['spec'].split('/')[-1]:<30} {str(r.get('chain_verdict')):<10} "
+                         f"{str(r.get('optimisation_verdict')):<10} {str(r['verdict']):<10} "
+                         f"{_f(r['predicted_psnr'], 1):>8} {_f(r['best_psnr'], 1):>8} {_f(r.get('best_ssim'), 2):>5} "
+                         f"{_f(r.get('error_db'), 1):>6} {_f(r.get('selected_psnr'), 1):>7}  {','.join(r['best_attacks'])}")
+        lines.append(f"within 4 dB (clipped): {report.get('within_4db')}")
         lines.append(f"Spearman (predicted vs best achieved PSNR, both clipped at the 8-bit ceiling "
                      f"{report['quality_ceiling_db']} dB): {report['spearman']}  (unclipped: "
                      f"{report['spearman_raw']}; against the objective-selected PSNR: "

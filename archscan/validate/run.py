@@ -75,8 +75,11 @@ def prediction(spec: str, options: config.ScanOptions) -> tuple[dict | None, str
     except TraceError as e:
         return None, str(e)
     s = report["scores"]
+    opt = s.get("optimisation") or {}
     return {"verdict": s["verdict"], "leakage_score": s["leakage_score"],
-            "predicted_psnr": s["predicted_psnr"], "image_status": report["image"]["status"]}, None
+            "predicted_psnr": s["predicted_psnr"], "image_status": report["image"]["status"],
+            "chain_verdict": s["chain"]["verdict"], "optimisation_verdict": opt.get("verdict"),
+            "optimisation_status": opt.get("status"), "psnr_interval": opt.get("psnr_interval")}, None
 
 
 def load_batch(opts: ValidateOptions, shape) -> tuple[torch.Tensor, list]:
@@ -229,7 +232,7 @@ def best_per_image(results: list[dict], names) -> dict:
     best = {}
     for r in results:
         if r["image"] not in best or r["psnr"] > best[r["image"]]["psnr"]:
-            best[r["image"]] = {"attack": r["attack"], "psnr": r["psnr"],
+            best[r["image"]] = {"attack": r["attack"], "psnr": r["psnr"], "ssim": r["ssim"],
                                 **{k: r[k] for k in ("config", "label", "match") if k in r}}
     return {n: best[n] for n in names if n in best}
 
@@ -332,6 +335,7 @@ def _plain(settings: dict) -> dict:
 def _assemble(spec, opts, pred, why, names, runs, results, best, device) -> dict:
     from archscan.report.records import now, tool_info
     best_psnr = statistics.median(b["psnr"] for b in best.values()) if best else None
+    best_ssim = statistics.median(b["ssim"] for b in best.values()) if best else None
     selected = selected_per_image(results, names)
     selected_psnr = statistics.median(b["psnr"] for b in selected.values()) if selected else None
     return {
@@ -348,6 +352,6 @@ def _assemble(spec, opts, pred, why, names, runs, results, best, device) -> dict
                               "the upper bound on attacker strength, used by the zoo calibration)",
                       "selected": "realisable: lowest gradient match 1 - cos(grad(x_hat), grad*) over every "
                                   "attack and configuration (needs only the observed gradients)"},
-        "results": results, "best": best, "best_psnr": best_psnr,
+        "results": results, "best": best, "best_psnr": best_psnr, "best_ssim": best_ssim,
         "selected": selected, "selected_psnr": selected_psnr,
     }

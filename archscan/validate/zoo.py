@@ -58,9 +58,13 @@ def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, p
                                         num_classes=e.get("num_classes"))
         rep = validate(e["resolved"], dataclasses.replace(opts, scan=scan_opts))
         pred = rep["prediction"] or {}
+        error = (None if pred.get("predicted_psnr") is None or rep["best_psnr"] is None else
+                 round(min(pred["predicted_psnr"], QUALITY_CEILING_DB) - min(rep["best_psnr"], QUALITY_CEILING_DB), 2))
         rows.append({"spec": e["spec"], "expected_chain_verdict": e.get("expected_chain_verdict"),
-                     "verdict": pred.get("verdict"), "predicted_psnr": pred.get("predicted_psnr"),
+                     "verdict": pred.get("verdict"), "chain_verdict": pred.get("chain_verdict"),
+                     "optimisation_verdict": pred.get("optimisation_verdict"), "predicted_psnr": pred.get("predicted_psnr"),
                      "leakage_score": pred.get("leakage_score"), "best_psnr": rep["best_psnr"],
+                     "best_ssim": rep.get("best_ssim"), "error_db": error,
                      "selected_psnr": rep.get("selected_psnr"),
                      "best_attacks": sorted({b["attack"] for b in rep["best"].values()})})
     usable = [r for r in rows if r["predicted_psnr"] is not None and r["best_psnr"] is not None]
@@ -68,7 +72,9 @@ def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, p
     best = [r["best_psnr"] for r in usable]
     rho = spearman(clipped(pred), clipped(best))
     chosen = [r for r in usable if r["selected_psnr"] is not None]
-    out = {"schema_version": "1.2", "kind": "zoo-validation", "manifest": path, "models": rows,
+    errors = [abs(r["error_db"]) for r in usable]
+    within = round(sum(e <= 4.0 for e in errors) / len(errors), 3) if errors else None
+    out = {"schema_version": "1.3", "within_4db": within, "kind": "zoo-validation", "manifest": path, "models": rows,
            "budget": opts.budget, "spearman": rho, "spearman_raw": spearman(pred, best),
            "spearman_selected": spearman(clipped([r["predicted_psnr"] for r in chosen]),
                                          clipped([r["selected_psnr"] for r in chosen])),
