@@ -63,6 +63,15 @@ CASES = [  # (op, conv2 input channels, side after op, expected image status)
 ]
 
 
+def model_spec(model: nn.Module, name: str = "tiny_rules_extra") -> str:
+    """Register ``model`` as module ``name``: the spec ``name:net`` scans it."""
+    import sys
+    mod = type(sys)(name)
+    mod.net = model.eval()
+    sys.modules[name] = mod
+    return f"{name}:net"
+
+
 @pytest.mark.parametrize("op, mid, side, expected", CASES, ids=[type(c[0]).__name__ + str(i) for i, c in enumerate(CASES)])
 def test_rule_decides_what_passes(op, mid, side, expected):
     torch.manual_seed(0)
@@ -71,7 +80,7 @@ def test_rule_decides_what_passes(op, mid, side, expected):
     mod = type(sys)("tiny_rules_model")
     mod.net = net
     sys.modules["tiny_rules_model"] = mod
-    rep = scan("tiny_rules_model:net", ScanOptions(input_shape=(1, 6, 6))).to_dict()
+    rep = scan("tiny_rules_model:net", ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
     assert rep["image"]["status"] == expected, rep["image"]
     assert rep["coverage"]["unsupported"] == 0
     if expected == "determined":
@@ -97,3 +106,12 @@ def test_conv1_gradient_rows_alone_determine_the_image():
     geom = ConvGeometry(1, 6, 6, 8, 3, 3, 1, 1, 1, 1)
     K = gradient_matrix(geom, np.random.default_rng(0).standard_normal((8, 6, 6)))
     assert np.linalg.matrix_rank(K) == 36
+
+
+def test_pooling_before_the_first_parametric_layer_is_analysed():
+    """The image reaches the first conv through a pool: the image is partial (what the pool loses),
+    scored by the isotropic share, not a crash."""
+    model = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 2 * 2, 3))
+    report = scan(model_spec(model), ScanOptions(input_shape=(3, 4, 4), local="off")).to_dict()
+    assert report["image"]["status"] == "partial" and report["image"]["deficiency"] == 48 - 12
+    assert 0.0 < report["scores"]["chain"]["leakage_score"] < 1.0

@@ -40,8 +40,9 @@ def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tupl
         return np.zeros(len(X)), "determined"
     if image.level == UNKNOWN:
         return energy, "blocked: the estimate is the prior mean"
-    if system is None:
-        return energy * image.d / X.shape[1], "isotropic approximation d/n (no single determining layer)"
+    if system is None or system.unknowns != X.shape[1]:
+        # no single layer reading the image itself (e.g. pooling before the first layer)
+        return energy * image.d / X.shape[1], "isotropic approximation d/n (no single layer reads the image)"
     n = X.shape[1]
     if n <= config.DENSE_PROJECTOR_MAX:
         N = _null_basis(system, rows, seed)
