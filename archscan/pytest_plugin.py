@@ -29,6 +29,7 @@ def _as_spec(model) -> tuple[str, str]:
     if isinstance(model, str):
         return model, model
     holder = sys.modules.setdefault(_LIVE, types.ModuleType(_LIVE))
+    holder.__archscan_live__ = True   # objects the caller passed in Python: any factory is theirs to give
     name = f"m{next(_counter)}"
     setattr(holder, name, model)
     shown = getattr(model, "__name__", None) or type(model).__name__   # a class or factory, else an instance

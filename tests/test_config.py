@@ -30,14 +30,23 @@ def project(tmp_path: Path, table: str) -> Path:
     return tmp_path
 
 
-def test_discovery_walks_up_to_the_nearest_table(tmp_path, monkeypatch):
+def test_discovery_reads_the_nearest_pyproject_only(tmp_path, monkeypatch):
     root = project(tmp_path, 'input-shape = "3,32,32"')
     inner = root / "pkg" / "sub"
     inner.mkdir(parents=True)
-    (root / "pkg" / "pyproject.toml").write_text('[project]\nname = "inner"\n')  # no table: skipped
     monkeypatch.chdir(inner)
-    assert find_pyproject() == root / "pyproject.toml"
+    assert find_pyproject() == root / "pyproject.toml"            # walks up to the nearest file
     assert load().values["input_shape"] == "3,32,32"
+    (root / "pkg" / "pyproject.toml").write_text('[project]\nname = "inner"\n')
+    assert find_pyproject() is None                                # the nearest has no table: none applies
+
+
+def test_discovery_stops_at_the_repository_root(tmp_path, monkeypatch):
+    outer = project(tmp_path, 'input-shape = [1, 2, 3')          # broken, and another project's
+    repo = outer / "repo"
+    (repo / ".git").mkdir(parents=True)
+    monkeypatch.chdir(repo)
+    assert find_pyproject() is None and load().values == {}
 
 
 def test_no_table_anywhere_is_an_empty_config(tmp_path, monkeypatch):

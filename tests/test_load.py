@@ -1,8 +1,10 @@
 """Model construction is seeded: the same --seed builds the same weights whatever ran before."""
 from pathlib import Path
 
+import pytest
 import torch
 
+from archscan.errors import InputError
 from archscan.model.load import load_model
 
 ZOO = str(Path(__file__).resolve().parents[1] / "examples" / "paper_zoo.py")
@@ -27,3 +29,15 @@ def test_loading_leaves_the_callers_random_state_alone():
     torch.manual_seed(11)
     _weights(0)
     assert torch.equal(torch.rand(5), expected)
+
+
+@pytest.mark.parametrize("spec", ["os:system", "subprocess:run", "builtins:eval", "torch:load"])
+def test_a_spec_must_name_a_model_or_a_factory_of_its_module(spec):
+    with pytest.raises(InputError, match="not an nn.Module"):
+        load_model(spec, {"command": "touch /tmp/archscan-should-not-exist"})
+    assert not Path("/tmp/archscan-should-not-exist").exists()
+
+
+def test_factories_classes_and_instances_of_the_module_load():
+    assert load_model("torch.nn:Identity").module is not None           # an nn.Module subclass
+    assert load_model(f"{ZOO}:cnn_relu").module is not None              # a factory defined there

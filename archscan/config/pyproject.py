@@ -39,12 +39,16 @@ class FileConfig:
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
-    """The nearest pyproject.toml at or above ``start`` that has a [tool.archscan] table."""
+    """The nearest pyproject.toml at or above ``start``, not above the repository root (a folder
+    holding ``.git``), when it has a [tool.archscan] table: a file of another project further up
+    never applies, and a broken one there never stops archscan."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / "pyproject.toml"
-        if candidate.is_file() and "archscan" in _read(candidate).get("tool", {}):
-            return candidate
+        if candidate.is_file():
+            return candidate if "archscan" in _read(candidate).get("tool", {}) else None
+        if (folder / ".git").exists():
+            return None
     return None
 
 

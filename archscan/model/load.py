@@ -118,7 +118,9 @@ def load_model(spec: str, model_args: dict | None = None, num_classes: int | Non
         if not hasattr(module, name):
             avail = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))[:12]
             raise InputError(f"{where}: no attribute {name!r} (defined there: {', '.join(avail)})")
-        model = _instantiate(getattr(module, name), spec, model_args or {}, num_classes, source)
+        obj = getattr(module, name)
+        _check_defined_there(obj, module, spec)
+        model = _instantiate(obj, spec, model_args or {}, num_classes, source)
     return LoadedModel(model, None, spec, source)
 
 
@@ -159,6 +161,26 @@ def _import(where: str):
     except Exception as e:
         raise InputError(f"{where}: cannot import module: {type(e).__name__}: {e}") from e
     return module, getattr(module, "__file__", None)
+
+
+# Packages whose functions are never model factories (a spec like torch:load or numpy:load)
+NOT_MODEL_PACKAGES = frozenset({"torch", "numpy", "scipy", "pickle", "archscan", "archscan_kernels"})
+
+
+def _check_defined_there(obj, module, spec: str) -> None:
+    """A spec names an nn.Module (instance or subclass) or a factory the named module defines (or a
+    submodule of it re-exports): never an arbitrary callable such as ``os:system``."""
+    if isinstance(obj, nn.Module) or (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        return
+    if getattr(module, "__archscan_live__", False):   # the pytest plugin's models, passed in Python
+        return
+    home = getattr(obj, "__module__", None) or ""
+    top = module.__name__.split(".")[0]
+    ours = home == module.__name__ or home.startswith(module.__name__ + ".")
+    if inspect.isfunction(obj) and ours and top not in NOT_MODEL_PACKAGES and top not in sys.stdlib_module_names:
+        return
+    raise InputError(f"{spec}: not an nn.Module, an nn.Module subclass or a factory function defined in "
+                     f"{module.__name__} (it is {type(obj).__name__} from {home or 'nowhere'})")
 
 
 def _instantiate(obj, spec, model_args, num_classes, source) -> nn.Module:
