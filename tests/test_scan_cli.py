@@ -126,3 +126,39 @@ def test_batch_size_is_recorded_and_flagged(capsys):
     flagged = {f["layer"] for f in rep["findings"] if f["rule_id"] == "AS020"}
     assert flagged == {l["name"] for l in rep["layers"]
                        if l["status"] in ("determined", "leak_source") and l["max_batch"] < 8}
+
+
+@pytest.mark.parametrize("target", ["model", "link"])
+def test_an_output_never_overwrites_the_model(tmp_path, capsys, target):
+    model = tmp_path / "net.py"
+    model.write_text("from torch import nn\ndef net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(12, 3))\n")
+    out = model
+    if target == "link":
+        out = tmp_path / "report.json"
+        out.symlink_to(model)
+    before = model.read_text()
+    code = main(["scan", f"{model}:net", "--input-shape", "3,2,2", "--format", "json", "-o", str(out)])
+    assert code == 2 and "refusing to overwrite an input" in capsys.readouterr().err
+    assert model.read_text() == before
+
+
+def test_reports_are_written_atomically(tmp_path, monkeypatch, capsys):
+    from archscan.formatters import outputs
+    target = tmp_path / "r.json"
+    target.write_text("previous")
+
+    def broken(report, fmt, stream, quiet, renderers):
+        stream.write("half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(outputs, "_render", broken)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.write_outputs({}, [outputs.Output("json", str(target))])
+    assert target.read_text() == "previous" and list(tmp_path.iterdir()) == [target]
+
+
+def test_an_unwritable_output_is_refused_before_the_scan(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["scan", f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--format", f"json:{blocker}/r.json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write there" in err and len(err.strip().splitlines()) == 1

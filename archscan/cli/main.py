@@ -142,15 +142,25 @@ def _policy(s: dict):
     return Policy(fail_under=s["fail_under"], fail_on=s["fail_on"], baseline=baseline, baseline_path=s["baseline"])
 
 
+def _inputs(s: dict, args) -> dict:
+    """What the user gave that an output must never overwrite."""
+    model = s["model"] if s["model"].endswith(".pt2") else s["model"].rpartition(":")[0]
+    from archscan.config.pyproject import find_pyproject
+    config = getattr(args, "config", None) or (None if args.no_config else find_pyproject())
+    return {"model's file": model if os.path.isfile(model) else None, "--weights checkpoint": s.get("weights"),
+            "--baseline report": s.get("baseline"), "configuration file": str(config) if config else None}
+
+
 def run_scan(args) -> int:
     from archscan.api import scan
     from archscan.cli import progress
-    from archscan.formatters.outputs import parse_outputs, write_outputs
+    from archscan.formatters.outputs import check_outputs, parse_outputs, write_outputs
     from archscan.report.gate import evaluate
     s = settings(args, SCAN_DEFAULTS)
     if not s["model"]:
         raise InputError("scan: give a MODEL (path/to/file.py:NAME) or set model in [tool.archscan]")
     outputs, policy, options = parse_outputs(s["format"], s["output"]), _policy(s), _options(s)
+    check_outputs(outputs, _inputs(s, args))
     with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])):
         report = scan(s["model"], options).to_dict()
     if policy.active:

@@ -1,7 +1,9 @@
 """Where a report goes: ``--format FMT[:PATH]`` (repeatable) and ``-o``; one renderer per format."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,17 +37,39 @@ def parse_outputs(formats: list[str], output: str | None = None, names=tuple(FOR
     return items
 
 
+def check_outputs(outputs: list[Output], inputs: dict) -> None:
+    """Before any work: refuse an output that is one of the user's inputs (resolved through
+    symlinks) or that cannot be written.  ``inputs``: {what: path} (model file, weights, ...)."""
+    mine = {os.path.realpath(p): what for what, p in inputs.items() if p}
+    for out in outputs:
+        if out.path is None:
+            continue
+        real = os.path.realpath(out.path)
+        if real in mine:
+            raise InputError(f"--format {out.fmt}:{out.path}: that is the {mine[real]}; refusing to overwrite an input")
+        parent = Path(real).parent
+        existing = next((d for d in (parent, *parent.parents) if d.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise InputError(f"--format {out.fmt}:{out.path}: cannot write there ({existing} is not a writable folder)")
+
+
 def write_outputs(report: dict, outputs: list[Output], quiet: bool = False, renderers=None) -> bool:
-    """Render every output; True when the text format went to standard output."""
+    """Render every output (files atomically: a temporary file beside it, then renamed, so an
+    interrupted run leaves the previous file intact); True when text went to standard output."""
     for out in outputs:
         if out.path is None:
             _render(report, out.fmt, sys.stdout, quiet, renderers)
             continue
         path = Path(out.path)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
-            _render(report, out.fmt, fh, quiet, renderers)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                _render(report, out.fmt, fh, quiet, renderers)
+            os.replace(tmp, os.path.realpath(path) if path.is_symlink() else path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return any(o.fmt == "text" and o.path is None for o in outputs)
 
 
