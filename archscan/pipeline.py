@@ -71,6 +71,12 @@ def _validate(spec: str, options: config.ScanOptions) -> None:
         raise InputError(f"--relu-active {options.relu_active}: must be in (0, 1]")
     if options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size}: must be >= 1")
+    if options.seed < 0:
+        raise InputError(f"--seed {options.seed}: must be >= 0")
+    if options.num_classes is not None and options.num_classes < 1:
+        raise InputError(f"--num-classes {options.num_classes}: must be >= 1")
+    if options.local_budget is not None and options.local_budget <= 0:
+        raise InputError(f"--local-budget {options.local_budget}: must be > 0 seconds")
 
 
 def _strict_check(nodes) -> None:

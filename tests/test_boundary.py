@@ -82,3 +82,11 @@ def test_every_exit_code_is_documented():
     readme = (ROOT / "README.md").read_text()
     for code in boundary.CODES:
         assert f"| {code} |" in readme, code
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--num-classes", "0"), ("--batch-size", "0"),
+                                         ("--local-budget", "0")])
+def test_bad_option_values_are_one_line_and_2(models, capsys, flag, value):
+    assert main(["scan", f"{models}:fine", "--input-shape", "3,2,2", flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
