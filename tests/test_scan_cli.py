@@ -162,3 +162,34 @@ def test_an_unwritable_output_is_refused_before_the_scan(tmp_path, capsys):
     code = main(["scan", f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--format", f"json:{blocker}/r.json"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot write there" in err and len(err.strip().splitlines()) == 1
+
+
+def _without_timing(report: dict) -> dict:
+    report = json.loads(json.dumps(report))
+    report.pop("timing", None)
+    report.pop("created", None)
+    for layer in report.get("layers", []):
+        layer.pop("seconds", None)
+    return report
+
+
+def test_same_seed_same_report_with_the_optimisation_view(tmp_path):
+    """Byte-identical reports (timing fields aside): the view's work is planned, not timed."""
+    outs = []
+    for i in range(2):
+        path = tmp_path / f"r{i}.json"
+        assert main(["scan", f"{ZOO}:cnn_narrow", "--input-shape", "3,32,32", "--local", "on",
+                     "--format", "json", "-o", str(path)]) == 0
+        outs.append(json.dumps(_without_timing(json.loads(path.read_text())), sort_keys=True))
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0])["scores"]["optimisation"]["status"] == "ran"
+
+
+def test_same_seed_same_validation(tmp_path):
+    from archscan.config import ScanOptions
+    from archscan.validate.run import ValidateOptions, validate
+    opts = ValidateOptions(scan=ScanOptions(input_shape=(3, 32, 32), local="off"), attacks=("prior", "ig"),
+                           n_images=1, fast=True, settings={"ig": {"iterations": 20}})
+    a, b = (validate(f"{ZOO}:cnn_narrow", opts) for _ in range(2))
+    strip = lambda r: [(x["attack"], x["image"], x["psnr"], x["ssim"]) for x in r["results"]]  # noqa: E731
+    assert strip(a) == strip(b) and a["best"] == b["best"]
