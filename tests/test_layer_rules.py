@@ -49,6 +49,8 @@ CASES = [  # (op, conv2 input channels, side after op, expected image status)
     (nn.GELU(), 8, 6, "determined"),      # two pre-images: assumed resolved (conservative)
     (nn.SiLU(), 8, 6, "determined"),
     (nn.ReLU(), 8, 6, "determined"),      # sigma' from the output's sign pattern
+    (nn.Hardsigmoid(), 8, 6, "determined"),  # ReLU6-like: sigma' from where the output saturates
+    (nn.Hardswish(), 8, 6, "determined"),    # two pre-images: assumed resolved (conservative)
     (nn.Dropout(0.5), 8, 6, "determined"),
     (nn.BatchNorm2d(8), 8, 6, "determined"),  # eval: a known affine map
     (nn.AvgPool2d(2), 8, 3, "determined"),    # linear: the gradient passes, conv1's K rows suffice
