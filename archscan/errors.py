@@ -14,4 +14,4 @@ class TraceError(ArchscanError):
 
 
 class UnsupportedLayerError(ArchscanError):
-    """Raised only in strict mode (ARCHSCAN_STRICT=1): an op no rule handles."""
+    """Raised only in strict mode (--strict, strict = true, or ARCHSCAN_STRICT=1): an op no rule handles."""

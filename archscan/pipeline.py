@@ -47,7 +47,7 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
         load_weights(loaded.module, options.weights)
     traced = trace_model(loaded, options.input_shape)
     g = build_graph(traced.nodes)
-    _strict_check(traced.nodes)
+    _strict_check(traced.nodes, options.strict or os.environ.get("ARCHSCAN_STRICT") == "1")
     clock.mark("trace")
     systems = {n.name: build_system(g, n, options.draws, options.seed, options.relu_active)
                for n in parametric_order(g)}
@@ -79,8 +79,8 @@ def _validate(spec: str, options: config.ScanOptions) -> None:
         raise InputError(f"--local-budget {options.local_budget}: must be > 0 seconds")
 
 
-def _strict_check(nodes) -> None:
-    if os.environ.get("ARCHSCAN_STRICT") == "1":
+def _strict_check(nodes, strict: bool) -> None:
+    if strict:
         bad = [n for n in nodes if n.outcome == "unsupported"]
         if bad:
             raise UnsupportedLayerError(f"unsupported op {bad[0].op_type} at {bad[0].module_path or bad[0].name}")

@@ -113,6 +113,8 @@ def test_strict_mode_turns_unsupported_into_errors(capsys, monkeypatch, tmp_path
     rep = json.loads(out)
     assert code == 0 and rep["coverage"]["unsupported"] == 1 and rep["coverage"]["fraction"] < 1
     assert any(f["rule_id"] == "AS100" for f in rep["findings"])
+    code, _, err = run(capsys, "scan", f"{src}:N", "--input-shape", "1,8,8", "--strict")
+    assert code == 2 and "LayerNorm" in err
     monkeypatch.setenv("ARCHSCAN_STRICT", "1")
     code, _, err = run(capsys, "scan", f"{src}:N", "--input-shape", "1,8,8")
     assert code == 2 and "LayerNorm" in err

@@ -20,7 +20,7 @@ from archscan.errors import InputError
 FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
-                   "local": "auto", "local_budget": None, "device": "cpu"}
+                   "local": "auto", "local_budget": None, "device": "cpu", "strict": False}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
                  "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False}
 
@@ -44,6 +44,8 @@ def _model_options(p, weights: bool = True) -> None:
                         "determine the image; on: always; off: skip it (recorded; a chain-RESISTANT model is "
                         "then UNVERIFIED)")
     p.add_argument("--device", help="where the optimisation-attack view runs: cpu (default) or cuda[:N]")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="an op no layer family handles is an error (exit 2) instead of a finding")
     p.add_argument("--local-budget", type=float, metavar="SECONDS",
                    help="time budget of the optimisation-attack view (default: what its minimum accuracy needs, "
                         "up to 10 minutes)")
@@ -120,7 +122,8 @@ def _options(s: dict):
                        batch_size=s["batch_size"], labels=s["labels"], bn_mode=s["bn_mode"],
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
                        model_args=s["model_args"], local=s.get("local") or "auto",
-                       local_budget=s.get("local_budget"), device=_device(s.get("device") or "cpu"))
+                       local_budget=s.get("local_budget"), device=_device(s.get("device") or "cpu"),
+                       strict=bool(s.get("strict")))
 
 
 def _device(name: str) -> str:

@@ -40,6 +40,7 @@ class ScanOptions:
     local: str = "auto"               # "auto" | "on" | "off": the optimisation-attack view
     local_budget: float | None = LOCAL_BUDGET_S
     device: str = "cpu"               # where the optimisation view's products run (cuda[:N] when there is one)
+    strict: bool = False              # an op no layer family handles is an error (exit 2), not a finding
 
     def threat_model(self) -> dict:
         d = asdict(self)

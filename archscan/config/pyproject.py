@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10
 KEYS = {
     "model": (str,), "input_shape": (str, list), "num_classes": (int,), "model_args": (dict,),
     "weights": (str,), "batch_size": (int,), "labels": (str,), "bn_mode": (str,),
-    "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "fail_under": (float, int), "fail_on": (str,),
+    "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "strict": (bool,), "fail_under": (float, int), "fail_on": (str,),
     "baseline": (str,), "exit_zero": (bool,), "format": (str, list), "output": (str,), "quiet": (bool,),
 }
 CHOICES = {"labels": ("known", "inferred"), "bn_mode": ("eval", "train"), "fail_on": ("partial", "leaks"),
@@ -188,6 +188,7 @@ TEMPLATE = """\
 # local = "auto"                      # the optimisation-attack view: "auto" | "on" | "off" (off: never RESISTANT)
 # local-budget = 60                   # its time budget in seconds (default: sized to the model, at most 600)
 # device = "cpu"                      # where it runs: "cpu" | "cuda" | "cuda:N"
+# strict = false                      # an op no layer family handles is an error, not a finding
 
 # Gate: `archscan scan` exits 1 when a check fails, naming the layers responsible.
 fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and LEAKS) | "leaks"
