@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+
 class ConvNet(nn.Module):
     def __init__(self):
         super().__init__()

@@ -117,3 +117,43 @@ def test_pooling_before_the_first_parametric_layer_is_analysed():
     report = scan(model_spec(model), ScanOptions(input_shape=(3, 4, 4), local="off")).to_dict()
     assert report["image"]["status"] == "partial" and report["image"]["deficiency"] == 48 - 12
     assert 0.0 < report["scores"]["chain"]["leakage_score"] < 1.0
+
+
+class _HandLinear(nn.Module):
+    """A Linear written by hand: x @ W.t() + b, addmm(b, x, W.t()), or F.linear(x, W, b)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.w = nn.Parameter(torch.randn(3, 12) * 0.1)
+        self.b = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        if self.how == "matmul":
+            return x @ self.w.t() + self.b
+        if self.how == "addmm":
+            return torch.addmm(self.b, x, self.w.t())
+        return torch.nn.functional.linear(x, self.w, self.b)
+
+
+@pytest.mark.parametrize("how", ["matmul", "addmm", "functional"])
+def test_a_hand_written_linear_is_the_linear_layer(how):
+    rep = scan(model_spec(_HandLinear(how)), ScanOptions(input_shape=(3, 2, 2), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0 and len(rep["layers"]) == 1
+    assert rep["image"]["status"] == "determined" and rep["scores"]["verdict"] == "LEAKS"
+
+
+class _Bilinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = torch.flatten(x, 1)
+        return self.fc(h @ h.t() @ h)      # activations times activations: not a parametric layer
+
+
+def test_a_product_of_activations_is_not_a_linear_layer():
+    rep = scan(model_spec(_Bilinear()), ScanOptions(input_shape=(1, 2, 2), local="off")).to_dict()
+    assert [l["type"] for l in rep["layers"]] == ["Linear"] and rep["coverage"]["unsupported"] == 2

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from pt2_crafting import SystemPayload, json_replace, read_json, refused, rewrite, torch_bytes
-from pt2_crafting import marker  # noqa: F401 (a fixture)
+from pt2_crafting import (
+    SystemPayload,
+    json_replace,
+    marker,  # noqa: F401 (a fixture)
+    read_json,
+    refused,
+    rewrite,
+    torch_bytes,
+)
 from pt2_models import legit  # noqa: F401 (a fixture)
 
 from archscan.model.pt2 import default_max_bytes, inspect_archive
-
 
 # ---------------------------------------------------------------------------------------------
 # (h) malformed archives

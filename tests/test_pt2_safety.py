@@ -17,17 +17,32 @@ import warnings
 
 import pytest
 import torch
+from pt2_crafting import (  # noqa: F401 (fixtures)
+    CASES,
+    SystemPayload,
+    build_legacy_zip,
+    build_sample_inputs,
+    evil_module,
+    marker,
+    rewrite,
+    torch_bytes,
+)
+from pt2_models import (
+    LEGIT,
+    legit,  # noqa: F401 (a fixture)
+)
 from torch import nn
-from pt2_crafting import (CASES, SystemPayload, build_legacy_zip, build_sample_inputs, rewrite,
-                          torch_bytes)
-from pt2_crafting import evil_module, marker  # noqa: F401 (fixtures)
-from pt2_models import LEGIT
-from pt2_models import legit  # noqa: F401 (a fixture)
 
 import archscan.model.load as model_load
 from archscan.cli.main import main
-from archscan.model.pt2 import (Pt2ArchiveError, Pt2LoadError, UnsafeArchiveError,
-                                inspect_archive, load_program_safely, torch_load_guard)
+from archscan.model.pt2 import (
+    Pt2ArchiveError,
+    Pt2LoadError,
+    UnsafeArchiveError,
+    inspect_archive,
+    load_program_safely,
+    torch_load_guard,
+)
 from archscan.model.pt2.errors import Refusal
 from archscan.model.pt2.guard import ORIGINAL_TORCH_LOAD
 from archscan.model.pt2.load import torch_load
@@ -76,8 +91,8 @@ def test_legit_inplace_relu_and_batchnorm_targets(legit):
 
 
 def test_guard_restores_everything():
-    from torch.export.pt2_archive import _package
     import sympy
+    from torch.export.pt2_archive import _package
     before = (torch.load, torch.serialization.load, torch._C._pickle_load_obj, _package.pickle,
               _package._load_aoti, sympy.sympify, torch.fx.Graph.python_code,
               set(torch.serialization.get_safe_globals()))

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import tomllib
 import torch
-from archscan.model.load import LoadedModel
-from archscan.model.trace import trace_model
 
 from archscan.cli import main
+from archscan.model.load import LoadedModel
+from archscan.model.trace import trace_model
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

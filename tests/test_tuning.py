@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from archscan.cli import main
+from archscan.config import ScanOptions
 from archscan.validate.attacks import ATTACKS, get_attack, make_target
 from archscan.validate.attacks.ig import RowAdam, milestones
 from archscan.validate.attacks.prior import prior_mean_image
 from archscan.validate.attacks.tuning import BUDGETS, GRIDS, configurations, label
 from archscan.validate.run import ValidateOptions, validate
-from torch import nn
-
-from archscan.cli import main
-from archscan.config import ScanOptions
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,6 +5,7 @@ knows about any particular kind of layer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 
 import networkx as nx
 from archscan_kernels import Reader, joint_rank
@@ -83,7 +84,7 @@ def exposes_gradient(g, n) -> bool:
         return False
     for p in g.predecessors(n):
         src = g.nodes[p]["layer"]
-        if src.flow.seeds_known and src.out_shape and src.out_size == layer.out_size:
+        if src.flow.seeds_known and src.out_shape and prod(src.out_shape) == layer.out_size:  # no batch dim
             return True
     return False
 

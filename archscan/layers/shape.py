@@ -9,10 +9,10 @@ from archscan.layers.flow import BIJECTIVE, DROPOUT, IGNORE
 
 KINDS = (
     LayerKind("reshape", "shape", BIJECTIVE, modules=(nn.Flatten, nn.Unflatten, nn.Identity),
-              functions=(torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
+              functions=(torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.t, torch.squeeze,
                     torch.unsqueeze),
               methods=("view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze",
-                  "unsqueeze", "clone", "float", "double", "to", "type_as"),
+                  "unsqueeze", "clone", "float", "double", "to", "type_as", "t"),
               aten=("aten.view", "aten.reshape", "aten.flatten", "aten.permute", "aten.transpose",
                "aten.clone", "aten._unsafe_view", "aten.squeeze", "aten.unsqueeze", "aten.alias",
                "aten.contiguous", "aten.t", "aten.expand", "aten.detach", "aten.dropout")),

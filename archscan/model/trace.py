@@ -179,8 +179,13 @@ def _weight_shapes(n, rule) -> dict:
 
 
 def _record(n, kind, flow, op_type, path, params, outcome="handled", reason="") -> LayerNode:
-    inputs = tuple(a.name for a in _tensor_inputs(n))
-    in_shapes = tuple(_shape(a) for a in _tensor_inputs(n))
+    nodes = _tensor_inputs(n)
+    params = dict(params or {})
+    data = params.pop("_data_arg", None)   # a family saying which argument is the layer's input
+    if data is not None and n.args[data] in nodes:
+        nodes = [n.args[data]] + [a for a in nodes if a is not n.args[data]]
+    inputs = tuple(a.name for a in nodes)
+    in_shapes = tuple(_shape(a) for a in nodes)
     return LayerNode(name=n.name, kind=kind, flow=flow, op_type=op_type, module_path=path or "",
                      inputs=inputs, in_shapes=in_shapes, out_shape=_shape(n), params=params or {},
                      source=source_of(n.meta.get("stack_trace")), outcome=outcome, reason=reason)
