@@ -157,3 +157,17 @@ class _Bilinear(nn.Module):
 def test_a_product_of_activations_is_not_a_linear_layer():
     rep = scan(model_spec(_Bilinear()), ScanOptions(input_shape=(1, 2, 2), local="off")).to_dict()
     assert [l["type"] for l in rep["layers"]] == ["Linear"] and rep["coverage"]["unsupported"] == 2
+
+
+def test_padding_same_is_the_equivalent_integer_padding():
+    def net(padding):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=padding), nn.Conv2d(4, 2, 5, padding=padding), nn.Flatten(),
+                             nn.Linear(2 * 36, 3))
+    same = scan(model_spec(nn.Sequential(*net("same")), "pad_same"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    ints = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 2, 5, padding=2), nn.Flatten(), nn.Linear(72, 3))
+    both = scan(model_spec(ints, "pad_int"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert same["coverage"]["unsupported"] == 0
+    assert [(l["rank"], l["deficiency"], l["status"]) for l in same["layers"]] == \
+           [(l["rank"], l["deficiency"], l["status"]) for l in both["layers"]]
+    assert same["scores"]["chain"]["verdict"] == both["scores"]["chain"]["verdict"]

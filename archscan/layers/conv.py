@@ -16,12 +16,23 @@ from archscan.layers.flow import PARAMETRIC
 def _module(m, args, kwargs):
     if m is None:
         return _function(args, kwargs)
-    if isinstance(m.padding, str):
-        raise ValueError(f"padding={m.padding!r} strings are resolved from shapes; use integers")
     return {"in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel": pair(m.kernel_size), "stride": pair(m.stride), "padding": pair(m.padding),
+            "kernel": pair(m.kernel_size), "stride": pair(m.stride), "padding": _padding(m),
             "dilation": pair(m.dilation), "groups": m.groups, "padding_mode": m.padding_mode,
             "bias": m.bias is not None}
+
+
+def _padding(m) -> tuple[int, int]:
+    """Integer padding; 'valid' is 0 and 'same' (stride 1) is d(k-1)/2 on each side, the equivalent
+    integer padding -- refused when d(k-1) is odd (torch then pads one side more)."""
+    if not isinstance(m.padding, str):
+        return pair(m.padding)
+    if m.padding == "valid":
+        return (0, 0)
+    total = [d * (k - 1) for d, k in zip(pair(m.dilation), pair(m.kernel_size))]
+    if any(t % 2 for t in total):
+        raise ValueError(f"padding='same' with an even dilated kernel pads asymmetrically ({total})")
+    return (total[0] // 2, total[1] // 2)
 
 
 def _function(args, kwargs):
