@@ -36,7 +36,7 @@ def optimisation_view(module, options, shape, chain: ChainView, activations: int
     deterministic plan, so the same seed gives the same report whatever the machine's speed).
     """
     if options.local == "off":
-        return OptimisationView(ViewStatus.OFF, "--local off: the optimisation-attack view was switched off")
+        return OptimisationView(ViewStatus.OFF, "switched off with --local off")
     if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS:
         return OptimisationView(ViewStatus.NOT_NEEDED, "the layer chain already determines the image")
     if module is None:

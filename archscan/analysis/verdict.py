@@ -93,6 +93,6 @@ def combine(chain: ChainView, opt: OptimisationView) -> dict:
         verdict, note = chain.quality.verdict, ""
     else:
         verdict = Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED)
-        note = f"the optimisation-attack view did not run ({opt.status}: {opt.reason})"
+        note = f"the optimisation-attack view did not run: {opt.reason}"
     return {"verdict": verdict, "decided_by": "optimisation" if use_opt else "chain", "verdict_note": note,
             **_quality(best)}
