@@ -60,5 +60,36 @@ def test_in_place_spellings_are_their_kind(spelling, kind):
 
 def test_in_place_ops_match_the_same_kind():
     assert REGISTRY.for_aten("aten.relu_.default").kind == "relu"
-    assert REGISTRY.for_aten("aten.hardtanh_.default").kind == "relu"
+    assert REGISTRY.for_aten("aten.hardtanh_.default").kind == "relu6"
     assert REGISTRY.for_method("add_").kind == "add" and REGISTRY.for_method("relu_").kind == "relu"
+
+
+def _instances(kind):
+    """Default-constructed modules of a kind (those that take no required arguments)."""
+    out = []
+    for cls in kind.modules:
+        try:
+            out.append(cls())
+        except TypeError:
+            continue
+    return out
+
+
+def test_scan_and_the_attacks_share_one_vocabulary():
+    """Every kind says how the closed-form attacks treat it, and the attacks do exactly that."""
+    from archscan.validate.attacks.vocabulary import module_step
+    from archscan.validate.attacks.steps import Step
+    checked = 0
+    for kind in REGISTRY.kinds.values():
+        if kind.flow.name in ("ignore",):
+            continue
+        assert kind.attack is not None or kind.attack_why, kind.kind
+        for module in _instances(kind):
+            step = module_step("m", module.eval())
+            if kind.attack is None:
+                assert isinstance(step, str) and kind.kind in step, (kind.kind, step)
+            else:
+                assert isinstance(step, Step), (kind.kind, step)
+                assert step.kind == ("act" if kind.attack[0] not in ("reshape", "linear", "conv") else kind.attack[0])
+            checked += 1
+    assert checked >= 15

@@ -19,7 +19,8 @@ def _leaky(m, args, kwargs):
 
 
 def _softplus(m, args, kwargs):
-    return {"beta": float(m.beta if m is not None else arg(args, kwargs, 1, "beta", 1.0))}
+    return {"beta": float(m.beta if m is not None else arg(args, kwargs, 1, "beta", 1.0)),
+            "threshold": float(m.threshold if m is not None else arg(args, kwargs, 2, "threshold", 20.0))}
 
 
 def _elu(m, args, kwargs):
@@ -28,17 +29,23 @@ def _elu(m, args, kwargs):
 
 KINDS = (
     LayerKind("tanh", "activation", INVERTIBLE, modules=(nn.Tanh,), functions=(torch.tanh, F.tanh),
-              methods=("tanh",), aten=("aten.tanh",)),
+              methods=("tanh",), aten=("aten.tanh",), attack=("tanh", ())),
     LayerKind("sigmoid", "activation", INVERTIBLE, modules=(nn.Sigmoid,),
-              functions=(torch.sigmoid, F.sigmoid), methods=("sigmoid",), aten=("aten.sigmoid",)),
+              functions=(torch.sigmoid, F.sigmoid), methods=("sigmoid",), aten=("aten.sigmoid",),
+              attack=("sigmoid", ())),
     LayerKind("leaky_relu", "activation", INVERTIBLE, modules=(nn.LeakyReLU,),
-              functions=(F.leaky_relu,), aten=("aten.leaky_relu",), params=_leaky),
+              functions=(F.leaky_relu,), aten=("aten.leaky_relu",), params=_leaky,
+              attack=("leaky", ("negative_slope",))),
     LayerKind("softplus", "activation", INVERTIBLE, modules=(nn.Softplus,), functions=(F.softplus,),
-              aten=("aten.softplus",), params=_softplus),
+              aten=("aten.softplus",), params=_softplus, attack=("softplus", ("beta", "threshold"))),
     LayerKind("elu", "activation", INVERTIBLE, modules=(nn.ELU,), functions=(F.elu,),
-              aten=("aten.elu",), params=_elu),
-    LayerKind("relu", "activation", RELU, modules=(nn.ReLU, nn.ReLU6), functions=(torch.relu, torch.relu_, F.relu, F.relu6),
-              methods=("relu",), aten=("aten.relu", "aten.hardtanh")),
-    LayerKind("gelu", "activation", AMBIGUOUS, modules=(nn.GELU,), functions=(F.gelu,), aten=("aten.gelu",)),
-    LayerKind("silu", "activation", AMBIGUOUS, modules=(nn.SiLU,), functions=(F.silu,), aten=("aten.silu",)),
+              aten=("aten.elu",), params=_elu, attack=("elu", ("alpha",))),
+    LayerKind("relu", "activation", RELU, modules=(nn.ReLU,), functions=(torch.relu, torch.relu_, F.relu),
+              methods=("relu",), aten=("aten.relu",), attack=("relu", ())),
+    LayerKind("relu6", "activation", RELU, modules=(nn.ReLU6, nn.Hardtanh), functions=(F.relu6, F.hardtanh),
+              aten=("aten.hardtanh",), attack_why="saturates: the closed-form attacks do not invert it"),
+    LayerKind("gelu", "activation", AMBIGUOUS, modules=(nn.GELU,), functions=(F.gelu,), aten=("aten.gelu",),
+              attack_why="two pre-images: not invertible from its output"),
+    LayerKind("silu", "activation", AMBIGUOUS, modules=(nn.SiLU,), functions=(F.silu,), aten=("aten.silu",),
+              attack_why="two pre-images: not invertible from its output"),
 )

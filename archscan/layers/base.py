@@ -29,6 +29,10 @@ class LayerKind:
     leak_source: Callable | None = None    # (node, geometry) -> its input leaks on its own (Linear + bias)
     gradient_layout: Callable | None = None  # (output gradient array, geometry) -> F x Ho x Wo
     weight_params: Callable | None = None  # weight shape -> params, for functional calls (F.conv2d, aten ...)
+    # The closed-form attacks' step for this kind (validate/attacks/vocabulary.py): (op, parameter
+    # names read from ``params``), or None with ``attack_why`` when they cannot step through it.
+    attack: tuple | None = None
+    attack_why: str = ""
 
     def __post_init__(self):
         if not isinstance(self.flow, Flow):

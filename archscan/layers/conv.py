@@ -62,5 +62,6 @@ KINDS = (
     LayerKind("conv2d", "conv", PARAMETRIC, modules=(nn.Conv2d,), functions=(F.conv2d,),
               aten=("aten.conv2d", "aten.convolution"), params=_module, geometry=geometry,
               weight_params=lambda shape: {"out_channels": shape[0], "kernel": (shape[2], shape[3])},
+              attack=("conv", ()), attack_why="a functional conv: the closed-form attacks need the module",
               why="exact generic rank of [W; K] from the structured rank engine"),
 )

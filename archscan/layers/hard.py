@@ -14,9 +14,9 @@ from archscan.layers.flow import AMBIGUOUS, RELU
 
 KINDS = (
     LayerKind("hardsigmoid", "hard", RELU, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,),
-              aten=("aten.hardsigmoid",)),
+              aten=("aten.hardsigmoid",), attack_why="saturates: the closed-form attacks do not invert it"),
     LayerKind("hardswish", "hard", AMBIGUOUS, modules=(nn.Hardswish,), functions=(F.hardswish,),
-              aten=("aten.hardswish",)),
+              aten=("aten.hardswish",), attack_why="two pre-images: not invertible from its output"),
 )
 
 

@@ -89,9 +89,11 @@ KINDS = (
               aten=("aten.linear",), params=_params, geometry=geometry, leak_source=leak_source,
               gradient_layout=gradient_layout,
               weight_params=lambda shape: {"out_features": shape[0], "in_features": shape[1]},
-              why="gradient rows determine the input once g is known; a bias exposes g directly"),
+              why="gradient rows determine the input once g is known; a bias exposes g directly",
+              attack=("linear", ()), attack_why="a functional Linear: the closed-form attacks need the module"),
     LayerKind("matmul", "linear", PARAMETRIC, functions=(operator.matmul, torch.matmul, torch.mm, torch.addmm),
               aten=("aten.mm", "aten.matmul", "aten.addmm"), params=_matmul, geometry=geometry,
               leak_source=leak_source, gradient_layout=gradient_layout,
+              attack_why="a hand-written Linear: the closed-form attacks need an nn.Linear module",
               why="gradient rows determine the input once g is known; a bias exposes g directly"),
 )

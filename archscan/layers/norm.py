@@ -26,5 +26,5 @@ def _bn(m, args, kwargs):
 KINDS = (
     LayerKind("batchnorm", "norm", BatchNormFlow(), modules=(nn.BatchNorm1d, nn.BatchNorm2d),
               aten=("aten._native_batch_norm_legit_no_training", "aten.batch_norm"), params=_bn,
-              why="eval mode: known affine map; train mode: 2 unknowns per channel"),
+              why="eval mode: known affine map; train mode: 2 unknowns per channel", attack=("affine", ())),
 )

@@ -16,5 +16,6 @@ KINDS = (
               functions=(F.avg_pool2d, F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.mean),
               methods=("mean",),
               aten=("aten.avg_pool2d", "aten.max_pool2d", "aten.adaptive_avg_pool2d", "aten.mean",
-               "aten.max_pool2d_with_indices", "aten._adaptive_avg_pool2d")),
+               "aten.max_pool2d_with_indices", "aten._adaptive_avg_pool2d"),
+              attack_why="pooling breaks the element-wise chain"),
 )

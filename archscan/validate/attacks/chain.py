@@ -13,77 +13,14 @@ import torch
 from torch import nn
 
 from archscan.validate.attacks.activations import act_forward
-from archscan.validate.attacks.steps import Chain, Step
+from archscan.validate.attacks.steps import Chain
+from archscan.validate.attacks.vocabulary import module_step, node_step
 
-_RESHAPE_FNS = {"flatten", "reshape", "view", "contiguous", "unflatten", "squeeze", "unsqueeze"}
-_ACT_FNS = {"relu": "relu", "relu_": "relu", "leaky_relu": "leaky", "tanh": "tanh",
-            "sigmoid": "sigmoid", "softplus": "softplus", "elu": "elu", "identity": "identity"}
 _BRANCH_FNS = {operator.add: "residual add", torch.add: "residual add", torch.cat: "concatenation",
                operator.mul: "multiplicative branch", torch.stack: "concatenation"}
-_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d,
-            nn.AvgPool1d, nn.LPPool2d)
-
-
-def _module_step(name: str, mod: nn.Module):
-    """Classify a submodule call: a :class:`Step`, or the reason the chain cannot use it."""
-    if isinstance(mod, nn.Linear):
-        return Step("linear", name, mod)
-    if isinstance(mod, nn.Conv2d):
-        return Step("conv", name, mod)
-    simple = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
-    for cls, act in simple.items():
-        if type(mod) is cls:
-            return Step("act", name, mod, act)
-    if isinstance(mod, nn.LeakyReLU):
-        return Step("act", name, mod, "leaky", (float(mod.negative_slope),))
-    if isinstance(mod, nn.Softplus):
-        return Step("act", name, mod, "softplus", (float(mod.beta), float(mod.threshold)))
-    if isinstance(mod, nn.ELU):
-        return Step("act", name, mod, "elu", (float(mod.alpha),))
-    if isinstance(mod, (nn.Flatten, nn.Unflatten)):
-        return Step("reshape", name, mod)
-    return _special_module_step(name, mod)
-
-
-def _special_module_step(name: str, mod: nn.Module):
-    """Modules that are identities or affine maps in eval mode, or known chain breakers."""
-    if isinstance(mod, nn.modules.dropout._DropoutNd):
-        return Step("act", name, mod, "identity") if not mod.training else f"dropout {name} in train mode"
-    if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if mod.training or mod.running_mean is None:
-            return f"BatchNorm {name} in train mode (batch statistics are unknowns)"
-        return Step("act", name, mod, "affine")
-    if isinstance(mod, _POOLING):
-        return f"pooling {name} ({type(mod).__name__}) breaks the element-wise chain"
-    if isinstance(mod, nn.ReLU6) or type(mod).__name__ in {"GELU", "SiLU", "Mish", "Hardswish"}:
-        return f"activation {name} ({type(mod).__name__}) is not invertible from its output"
-    return f"unsupported layer {name} ({type(mod).__name__})"
-
-
 def _arg(node, index: int, key: str, default):
     """Positional-or-keyword argument of a traced call."""
     return node.args[index] if len(node.args) > index else node.kwargs.get(key, default)
-
-
-def _function_step(node):
-    """Classify a traced function or method call: a :class:`Step` or a reason."""
-    target = node.target
-    if target in _BRANCH_FNS:
-        return f"{_BRANCH_FNS[target]} at {node.name}: not a chain"
-    fname = target if isinstance(target, str) else getattr(target, "__name__", str(target))
-    if fname in _RESHAPE_FNS:
-        return Step("reshape", node.name)
-    act = _ACT_FNS.get(fname)
-    if act == "leaky":
-        return Step("act", node.name, None, act, (float(_arg(node, 1, "negative_slope", 0.01)),))
-    if act == "softplus":
-        return Step("act", node.name, None, act, (float(_arg(node, 1, "beta", 1.0)),
-                                                  float(_arg(node, 2, "threshold", 20.0))))
-    if act == "elu":
-        return Step("act", node.name, None, act, (float(_arg(node, 1, "alpha", 1.0)),))
-    if act is not None:
-        return Step("act", node.name, None, act)
-    return f"unsupported operation {fname} at {node.name}"
 
 
 def _is_shape_query(node, shape_nodes: set) -> bool:
@@ -119,8 +56,8 @@ def trace_chain(model: nn.Module):
         if node.op == "output":
             return (gm, steps) if node.args[0] is current else "the output is not the end of the chain"
         reason = _chain_link_reason(node, current, shape_nodes)
-        step = reason or (_module_step(node.target, gm.get_submodule(node.target))
-                          if node.op == "call_module" else _function_step(node))
+        step = reason or (module_step(node.target, gm.get_submodule(node.target))
+                          if node.op == "call_module" else node_step(node))
         if isinstance(step, str):
             return step
         step.node, current = node, node

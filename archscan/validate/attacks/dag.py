@@ -24,15 +24,8 @@ from torch import nn
 
 from archscan.validate.attacks.activations import act_forward
 from archscan.validate.attacks.analytic import param_key
-from archscan.validate.attacks.chain import (
-    _BRANCH_FNS,
-    Step,
-    _arg,
-    _function_step,
-    _is_shape_query,
-    _module_step,
-    probe_image,
-)
+from archscan.validate.attacks.chain import _BRANCH_FNS, _arg, _is_shape_query, probe_image
+from archscan.validate.attacks.steps import Step
 from archscan.validate.attacks.layer_system import LayerSystem
 from archscan.validate.attacks.recursion import (
     State,
@@ -42,6 +35,7 @@ from archscan.validate.attacks.recursion import (
     top_state,
 )
 from archscan.validate.attacks.solvers import solve_system
+from archscan.validate.attacks.vocabulary import module_step, node_step
 
 _PARAMETRIC = ("conv", "linear")
 
@@ -117,8 +111,8 @@ def _classify(node, gm, index_of, shape_nodes):
     tensors = [n for n in node.all_input_nodes if n not in shape_nodes]
     if len(tensors) != 1 or tensors[0] not in index_of:
         return f"{node.name} reads {len(tensors)} tensors: only concatenation may join branches"
-    step = (_module_step(node.target, gm.get_submodule(node.target)) if node.op == "call_module"
-            else _function_step(node))
+    step = (module_step(node.target, gm.get_submodule(node.target)) if node.op == "call_module"
+            else node_step(node))
     if isinstance(step, str):
         return step
     step.node = node

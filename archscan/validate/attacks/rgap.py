@@ -34,13 +34,8 @@ from archscan.validate.attacks.analytic import (
     head_labels,
 )
 from archscan.validate.attacks.base import Attack, Target, gradients_as, prepare_model
-from archscan.validate.attacks.chain import (
-    Chain,
-    Step,
-    build_chain,
-    run_steps,
-    trace_chain,
-)
+from archscan.validate.attacks.chain import build_chain, run_steps, trace_chain
+from archscan.validate.attacks.steps import Chain, Step
 from archscan.validate.attacks.dag import Dag, build_dag, dag_recursion, trace_dag
 from archscan.validate.attacks.layer_system import LayerSystem
 from archscan.validate.attacks.recursion import (
