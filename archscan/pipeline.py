@@ -47,6 +47,7 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
         load_weights(loaded.module, options.weights)
     traced = trace_model(loaded, options.input_shape)
     g = build_graph(traced.nodes)
+    _check_program_shape(spec, g, options)
     _strict_check(traced.nodes, options.strict or os.environ.get("ARCHSCAN_STRICT") == "1")
     clock.mark("trace")
     systems = {n.name: build_system(g, n, options.draws, options.seed, options.relu_active)
@@ -77,6 +78,16 @@ def _validate(spec: str, options: config.ScanOptions) -> None:
         raise InputError(f"--num-classes {options.num_classes}: must be >= 1")
     if options.local_budget is not None and options.local_budget <= 0:
         raise InputError(f"--local-budget {options.local_budget}: must be > 0 seconds")
+
+
+def _check_program_shape(spec: str, g, options) -> None:
+    """A .pt2 program fixes its input shape: a different --input-shape is an error, not ignored."""
+    if not spec.endswith(".pt2") or options.input_shape is None:
+        return
+    shape = _image_shape(g, options)
+    if tuple(shape) != tuple(options.input_shape):
+        raise InputError(f"{spec}: the program takes images of shape {','.join(map(str, shape))}, "
+                         f"not --input-shape {','.join(map(str, options.input_shape))}")
 
 
 def _strict_check(nodes, strict: bool) -> None:

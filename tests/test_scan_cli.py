@@ -195,3 +195,13 @@ def test_same_seed_same_validation(tmp_path):
     a, b = (validate(f"{ZOO}:cnn_narrow", opts) for _ in range(2))
     strip = lambda r: [(x["attack"], x["image"], x["psnr"], x["ssim"]) for x in r["results"]]  # noqa: E731
     assert strip(a) == strip(b) and a["best"] == b["best"]
+
+
+def test_a_pt2_program_refuses_another_input_shape(tmp_path, capsys):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model.eval(), (torch.randn(1, 1, 6, 6),)), str(path))
+    assert main(["scan", str(path), "--input-shape", "1,6,6", "--local", "off"]) == 0
+    capsys.readouterr()
+    assert main(["scan", str(path), "--input-shape", "3,32,32"]) == 2
+    assert "takes images of shape 1,6,6" in capsys.readouterr().err
