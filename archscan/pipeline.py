@@ -10,13 +10,16 @@ import time
 
 from archscan import config
 from archscan.analysis.local import optimisation_view
+from archscan.analysis.memory import check_scan_fits
 from archscan.analysis.propagate import propagate
 from archscan.analysis.scores import chain_view, copa_index, ra_index
 from archscan.analysis.systems import build_system, forward_macs, pullback_rows
 from archscan.analysis.verdict import combine
 from archscan.errors import InputError, UnsupportedLayerError
 from archscan.model.graph import build_graph, parametric_order
-from archscan.model.load import load_model, load_weights
+from archscan.config.values import check_batch_size
+from archscan.model.footprint import activation_values
+from archscan.model.load import check_finite, load_model, load_weights
 from archscan.model.trace import trace_model
 from archscan.report.layers import coverage, findings, layer_record
 from archscan.report.records import ScanReport, now, relpath, tool_info
@@ -45,6 +48,7 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
     loaded = load_model(spec, options.model_args, options.num_classes, options.seed)
     if options.weights and loaded.module is not None:
         load_weights(loaded.module, options.weights)
+    _check_loaded(spec, loaded, options)
     traced = trace_model(loaded, options.input_shape)
     g = build_graph(traced.nodes)
     _check_program_shape(spec, g, options)
@@ -70,14 +74,22 @@ def _validate(spec: str, options: config.ScanOptions) -> None:
         raise InputError("--input-shape is required (C,H,W), e.g. --input-shape 3,32,32")
     if not 0.0 < options.relu_active <= 1.0:
         raise InputError(f"--relu-active {options.relu_active}: must be in (0, 1]")
-    if options.batch_size < 1:
-        raise InputError(f"--batch-size {options.batch_size}: must be >= 1")
+    check_batch_size(options.batch_size)
     if options.seed < 0:
         raise InputError(f"--seed {options.seed}: must be >= 0")
     if options.num_classes is not None and options.num_classes < 1:
         raise InputError(f"--num-classes {options.num_classes}: must be >= 1")
     if options.local_budget is not None and options.local_budget <= 0:
         raise InputError(f"--local-budget {options.local_budget}: must be > 0 seconds")
+
+
+def _check_loaded(spec: str, loaded, options) -> None:
+    """Before the first real forward pass: weights that are numbers, a size that fits."""
+    check_finite(loaded, spec)
+    if loaded.module is not None and options.input_shape is not None:
+        check_scan_fits(activation_values(loaded.module, options.input_shape),
+                        sum(p.numel() for p in loaded.module.parameters()),
+                        f"{spec} at --input-shape {','.join(map(str, options.input_shape))}")
 
 
 def _check_program_shape(spec: str, g, options) -> None:

@@ -41,8 +41,8 @@ def scan_report(model, input_shape, **options) -> dict:
     ``options`` are ScanOptions fields (num_classes, batch_size, labels, bn_mode, seed, ...)."""
     from archscan.api import scan
     from archscan.config import ScanOptions
-    from archscan.model.load import parse_shape
-    shape = parse_shape(",".join(map(str, input_shape)) if not isinstance(input_shape, str) else input_shape)
+    from archscan.config.values import parse_shape
+    shape = parse_shape(input_shape, "input_shape")
     spec, shown = _as_spec(model)
     try:
         report = scan(spec, ScanOptions(input_shape=shape, **options)).to_dict()

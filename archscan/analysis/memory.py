@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from archscan.errors import ArchscanError
+
 # Bytes kept per traced activation entry by one cached gradient graph (the forward activations
 # and the saved tensors of the backward built with create_graph), in float32: measured as 6-8x
 # the plain activation bytes on CNNs here; 10x leaves room.
@@ -11,8 +13,9 @@ GRAPH_FACTOR = 10
 SHARE = 0.5            # never plan on more than this share of the free memory
 
 
-class OverBudget(Exception):
-    """The step would not fit in memory; the message says how much it needs and has."""
+class OverBudget(ArchscanError):
+    """The step would not fit in memory; the message says how much it needs and has (exit 2 when
+    it stops a scan; the optimisation view catches it and degrades)."""
 
 
 def available_bytes(device: torch.device) -> int:
@@ -50,3 +53,21 @@ def points_that_fit(module, n: int, activations: int, k: int, steps: int, device
     need = views * (per + basis_bytes(1, steps, n))
     raise OverBudget(f"the optimisation view needs ~{need / 2**30:.1f} GiB for one image; "
                      f"{free / 2**30:.1f} GiB may be used here ({SHARE:.0%} of the free memory)")
+
+
+# Peak bytes a scan holds per activation value of one forward pass (the traced forward, shape
+# propagation, every layer's system and the chain's projectors): measured 11 B on ResNet-18 at
+# 896x896 (benchmarks/bench_memory.py); 16 leaves room.
+SCAN_BYTES_PER_VALUE = 16
+
+
+def check_scan_fits(values: int | None, params: int, what: str) -> None:
+    """Refuse, before anything is allocated, a scan whose activations would not fit."""
+    if values is None:
+        return
+    need = SCAN_BYTES_PER_VALUE * values + 8 * params
+    free = SHARE * available_bytes(torch.device("cpu"))
+    if need > free:
+        raise OverBudget(f"{what}: a scan at this size needs ~{need / 2**30:.1f} GiB ({values:.3g} activation values); "
+                         f"{free / 2**30:.1f} GiB may be used here ({SHARE:.0%} of the free memory): "
+                         f"give a smaller --input-shape")

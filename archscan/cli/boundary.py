@@ -7,6 +7,7 @@ A crash is never 1; ``--debug`` prints the traceback and keeps the same exit cod
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -44,6 +45,14 @@ def _saved_traceback(exc: BaseException) -> str:
         return ""
 
 
+@contextlib.contextmanager
+def model_output_to_stderr():
+    """While the user's model code runs, what it prints goes to stderr: standard output carries
+    only the report (a ``print`` in ``forward`` must not corrupt JSON piped into another tool)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def _broken_pipe() -> int:
     """Stop quietly: point stdout at devnull so the interpreter's final flush cannot fail again."""
     try:
@@ -67,7 +76,7 @@ def run(handler, args, debug: bool) -> int:
         _say(f"error: the model's code called sys.exit({e.code!r}) (a model spec is code that runs)", e, debug)
         return EXIT_INPUT
     except ArchscanError as e:
-        _say(f"error: {e}", e, debug)
+        _say(f"error: {' '.join(str(e).split())}", e, debug)
         return EXIT_INPUT
     except MemoryError as e:
         _say("error: out of memory (the model or --input-shape is too large for this machine)", e, debug)

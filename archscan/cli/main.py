@@ -117,7 +117,7 @@ def settings(args, defaults: dict) -> dict:
 
 def _options(s: dict):
     from archscan.config import ScanOptions
-    from archscan.model.load import parse_shape
+    from archscan.config.values import parse_shape
     return ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
                        batch_size=s["batch_size"], labels=s["labels"], bn_mode=s["bn_mode"],
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
@@ -164,7 +164,8 @@ def run_scan(args) -> int:
         raise InputError("scan: give a MODEL (path/to/file.py:NAME) or set model in [tool.archscan]")
     outputs, policy, options = parse_outputs(s["format"], s["output"]), _policy(s), _options(s)
     check_outputs(outputs, _inputs(s, args))
-    with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])):
+    with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])), \
+            boundary.model_output_to_stderr():
         report = scan(s["model"], options).to_dict()
     if policy.active:
         report["gate"] = evaluate(report, policy).to_dict()
@@ -188,14 +189,15 @@ def run_compare(args) -> int:
     from archscan.api import compare
     from archscan.cli import progress
     from archscan.formatters.comparison import FORMATTERS
+    from archscan.formatters.outputs import Output, check_outputs, write_outputs
     s = settings(args, {**THREAT_DEFAULTS, "quiet": False})
-    with progress.Progress("comparing", total=len(args.models), enabled=progress.wanted(quiet=s["quiet"])) as bar:
+    outputs = [Output(args.format, args.output)]
+    check_outputs(outputs, {f"model file {m}": m.rpartition(":")[0] if not m.endswith(".pt2") else m
+                            for m in args.models})
+    with progress.Progress("comparing", total=len(args.models), enabled=progress.wanted(quiet=s["quiet"])) as bar, \
+            boundary.model_output_to_stderr():
         result = compare(args.models, _options(s), on_model=lambda i, spec: bar.update(i, f"scanning {spec}"))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            FORMATTERS[args.format](result, fh)
-    else:
-        FORMATTERS[args.format](result, sys.stdout)
+    write_outputs(result, outputs, renderers=FORMATTERS)
     return EXIT_OK
 
 

@@ -42,7 +42,8 @@ def add_validate_parser(sub) -> None:
 def _options(args):
     from archscan.config import ScanOptions
     from archscan.errors import InputError
-    from archscan.model.load import parse_model_args, parse_shape
+    from archscan.config.values import parse_shape
+    from archscan.model.load import parse_model_args
     from archscan.validate.run import ValidateOptions, check_attacks
     source, n = (None, int(args.images)) if args.images.isdigit() else (args.images, args.n_images or 4)
     if n < 1:
@@ -86,10 +87,33 @@ def _value(raw: str, default):
 
 def run_validate(args) -> int:
     from archscan.errors import InputError
+    from archscan.cli.boundary import model_output_to_stderr
+    from archscan.formatters.outputs import Output, check_outputs, write_outputs
     opts = _options(args)
     out = Path(args.output) if args.output else None
+    name = "report.json" if args.format == "json" else "report.txt"
     if out:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"-o {out}: validate writes a folder (report, grid.png); that is a file")
+        check_outputs([Output(args.format, str(out / name))], _inputs(args))
         out.mkdir(parents=True, exist_ok=True)
+    with model_output_to_stderr():
+        report = _run(args, opts, out)
+    text = json.dumps(report, indent=2) + "\n" if args.format == "json" else render_text(report)
+    if out:
+        write_outputs(text, [Output(args.format, str(out / name))], renderers={args.format: lambda t, fh: fh.write(t)})
+    sys.stdout.write(text)
+    return 0
+
+
+def _inputs(args) -> dict:
+    model = args.model or ""
+    return {"model's file": model if model.endswith(".pt2") else model.rpartition(":")[0],
+            "--zoo manifest": args.zoo, "--weights checkpoint": getattr(args, "weights", None)}
+
+
+def _run(args, opts, out):
+    from archscan.errors import InputError
     if args.zoo:
         from archscan.validate.zoo import validate_zoo
         report = validate_zoo(args.zoo, opts, args.all, str(out / "scatter.png") if out else None)
@@ -100,11 +124,7 @@ def run_validate(args) -> int:
             raise InputError("--input-shape is required (C,H,W), e.g. --input-shape 3,32,32")
         from archscan.validate.run import validate
         report = validate(args.model, opts, str(out / "grid.png") if out else None)
-    text = json.dumps(report, indent=2) + "\n" if args.format == "json" else render_text(report)
-    if out:
-        (out / ("report.json" if args.format == "json" else "report.txt")).write_text(text)
-    sys.stdout.write(text)
-    return 0
+    return report
 
 
 def render_text(report: dict) -> str:

@@ -7,12 +7,14 @@ pyproject.toml that holds them, wherever archscan runs from.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archscan.config.values import check_batch_size, parse_shape
 from archscan.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -59,11 +61,26 @@ def load(path: str | Path | None = None, start: Path | None = None) -> FileConfi
         return FileConfig()
     if not found.is_file():
         raise InputError(f"--config {found}: no such file")
-    table = _read(found).get("tool", {}).get("archscan", {})
-    values = {_key(found, k): v for k, v in table.items()}
+    data = _read(found)
+    table = data.get("tool", {}).get("archscan")
+    if table is None:
+        raise InputError(f"--config {found}: has no [tool.archscan] table{_misplaced_table(data)}")
+    if not isinstance(table, dict):
+        raise InputError(f"{found}: tool.archscan must be a table ([tool.archscan]), not {type(table).__name__}")
+    values = {_key(found, k, v): v for k, v in table.items()}
     for key, value in values.items():
         _check(found, key, value)
+    _check_outputs_inside(found, values)
     return FileConfig(found, _resolve_paths(found.parent, values))
+
+
+def _misplaced_table(data: dict) -> str:
+    """A hint when the keys are there under another name ([archscan], [tool.arch-scan], ...)."""
+    for where, table in (("[archscan]", data.get("archscan")), *(
+            (f"[tool.{k}]", v) for k, v in data.get("tool", {}).items() if k != "archscan")):
+        if isinstance(table, dict) and difflib.get_close_matches("archscan", [where.strip("[]").split(".")[-1]], 1, 0.75):
+            return f" (found {where}: rename it [tool.archscan])"
+    return ""
 
 
 def _read(path: Path) -> dict:
@@ -75,12 +92,21 @@ def _read(path: Path) -> dict:
         raise InputError(f"{path}: cannot read ({e.strerror})") from e
 
 
-def _key(path: Path, key: str) -> str:
+def _key(path: Path, key: str, value=None) -> str:
+    """The normalised key; an unknown one is refused with the nearest known key, and a sub-table
+    ([tool.archscan.something]) is named as misplaced."""
     norm = key.replace("-", "_")
-    if norm not in KEYS:
-        known = ", ".join(sorted(k.replace("_", "-") for k in KEYS))
-        raise InputError(f"{path}: [tool.archscan] unknown key {key!r} (known: {known})")
-    return norm
+    if norm in KEYS:
+        return norm
+    dashed = sorted(k.replace("_", "-") for k in KEYS)
+    if isinstance(value, dict):
+        inner = [k for k in value if k.replace("-", "_") in KEYS]
+        if inner:
+            raise InputError(f"{path}: [tool.archscan.{key}] is misplaced: write {', '.join(inner)} directly "
+                             f"under [tool.archscan] (archscan reads no sub-tables but model-args)")
+    close = difflib.get_close_matches(norm.replace("_", "-"), dashed, 1, 0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(dashed)}"
+    raise InputError(f"{path}: [tool.archscan] unknown key {key!r} ({hint})")
 
 
 def _check(path: Path, key: str, value) -> None:
@@ -94,6 +120,29 @@ def _check(path: Path, key: str, value) -> None:
         items = [value] if isinstance(value, str) else value
         if not all(isinstance(v, str) for v in items):
             raise InputError(f"{path}: [tool.archscan] format: expected a string or a list of strings")
+    if key == "input_shape":
+        parse_shape(value, f"{path}: [tool.archscan] input-shape =")
+    if key == "batch_size":
+        check_batch_size(value, f"{path}: [tool.archscan] batch-size =")
+
+
+def _check_outputs_inside(path: Path, values: dict) -> None:
+    """Report files named in a config stay inside its project (the folder of the pyproject.toml):
+    a repository's config must not write into the home directory or beside other projects.  The
+    command line can still write anywhere."""
+    items = [values["output"]] if "output" in values else []
+    formats = values.get("format", [])
+    for item in [formats] if isinstance(formats, str) else formats:
+        fmt, sep, target = item.partition(":")
+        if sep and target and target != "-":
+            items.append(target)
+    root = path.parent.resolve()
+    for target in items:
+        full = Path(target).expanduser()
+        full = (full if full.is_absolute() else root / full).resolve()
+        if full != root and root not in full.parents:
+            raise InputError(f"{path}: [tool.archscan] writes {target!r} outside this project ({root}); "
+                             f"name such a path on the command line instead")
 
 
 def _resolve_paths(base: Path, values: dict) -> dict:
@@ -205,10 +254,7 @@ def template(model: str | None = None, input_shape: str | None = None) -> str:
     """The commented default [tool.archscan] table (model and shape filled in when given)."""
     m = f"model = {json.dumps(model)}" if model else '# model = "models/net.py:build_model"'
     if input_shape:
-        parts = [v.strip() for v in input_shape.replace("x", ",").split(",")]
-        if len(parts) != 3 or not all(v.isdigit() and int(v) > 0 for v in parts):
-            raise InputError(f"--input-shape {input_shape!r}: expected three positive integers C,H,W")
-        shape = "input-shape = [" + ", ".join(parts) + "]"
+        shape = "input-shape = [" + ", ".join(map(str, parse_shape(input_shape))) + "]"
     else:
         shape = "# input-shape = [3, 32, 32]"
     return TEMPLATE.format(model=m, input_shape=shape)

@@ -70,7 +70,15 @@ def write_outputs(report: dict, outputs: list[Output], quiet: bool = False, rend
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        _name_if_outside(path)
     return any(o.fmt == "text" and o.path is None for o in outputs)
+
+
+def _name_if_outside(path: Path) -> None:
+    """A report written outside the working directory is allowed, and said."""
+    real, here = Path(os.path.realpath(path)), Path.cwd().resolve()
+    if here not in real.parents:
+        print(f"archscan: wrote {real} (outside the working directory {here})", file=sys.stderr)
 
 
 def _render(report, fmt, stream, quiet, renderers) -> None:

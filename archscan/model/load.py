@@ -57,19 +57,6 @@ class LoadedModel:
     source_file: str | None
 
 
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """'3,32,32' -> (3, 32, 32); a one-line InputError for anything else."""
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(t) for t in str(text).replace("x", ",").split(",") if t.strip())
-    except ValueError:
-        raise InputError(f"--input-shape {text!r}: expected C,H,W integers, e.g. 3,32,32") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"--input-shape {text!r}: expected three positive integers C,H,W")
-    return shape
-
-
 def parse_model_args(items) -> dict:
     """['width=16', 'act=tanh'] -> {'width': 16, 'act': 'tanh'} (ints, floats, bools, strings)."""
     out = {}
@@ -147,6 +134,7 @@ def _import(where: str):
         path = Path(where)
         if not path.is_file():
             raise InputError(f"{where}: no such file")
+        _on_path(str(path.resolve().parent))     # its sibling modules import, as when run as a script
         mod_name = f"archscan_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(spec)
@@ -156,11 +144,19 @@ def _import(where: str):
         except Exception as e:  # the user's file failed to import
             raise InputError(f"{where}: import failed: {type(e).__name__}: {e} ({user_frame(e)})") from e
         return module, str(path.resolve())
+    _on_path(os.getcwd())   # package.module:NAME from the working directory, as `python -m archscan` does
     try:
         module = importlib.import_module(where)
     except Exception as e:
         raise InputError(f"{where}: cannot import module: {type(e).__name__}: {e}") from e
     return module, getattr(module, "__file__", None)
+
+
+def _on_path(folder: str) -> None:
+    """Put ``folder`` first on sys.path (once): the same resolution for ``archscan`` and
+    ``python -m archscan``, whatever the entry point put there."""
+    if folder not in sys.path and not (folder == os.getcwd() and "" in sys.path):
+        sys.path.insert(0, folder)
 
 
 # Packages whose functions are never model factories (a spec like torch:load or numpy:load)
@@ -262,3 +258,17 @@ def load_weights(model: nn.Module, path: str) -> None:
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise InputError(f"--weights {path}: does not match the model: {' '.join(first[:3])[:300]}") from e
+
+
+def check_finite(loaded: LoadedModel, spec: str) -> None:
+    """NaN or infinite weights make every figure meaningless: refuse them, naming the tensor."""
+    if loaded.module is not None:
+        groups = (("parameter", loaded.module.named_parameters()), ("buffer", loaded.module.named_buffers()))
+    else:
+        groups = (("weight", loaded.program.state_dict.items()), ("constant", loaded.program.constants.items()))
+    for kind, named in groups:
+        for name, t in named:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise InputError(f"{spec}: {kind} {name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}; "
+                                 f"archscan needs finite weights")

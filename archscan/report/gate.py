@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from archscan.errors import InputError
 from archscan.terms import Verdict, ViewStatus
 
 VERDICT_RANK = {v.value: v.rank for v in Verdict}
@@ -87,10 +88,29 @@ def evaluate(report: dict, policy: Policy) -> GateResult:
     """Every check the policy asks for; with a baseline, failures already in it pass as accepted."""
     checks = threshold_checks(report, policy)
     if policy.baseline is not None:
+        check_same_model(report, policy.baseline, policy.baseline_path)
         known = {c.id for c in threshold_checks(policy.baseline, policy) if not c.passed}
         checks = [_accepted(c) if c.id in known and not c.passed else c for c in checks]
         checks += regression_checks(report, policy.baseline)
     return GateResult(policy.describe(), resistance(report), tuple(checks))
+
+
+def check_same_model(report: dict, baseline: dict, path: str | None) -> None:
+    """A baseline is a report of this model: same image shape and at least one layer in common
+    (a report of another network would make every comparison meaningless -- and could pass)."""
+    base, now = baseline.get("model", {}), report["model"]
+    where = f"--baseline {path}" if path else "--baseline"
+    if base.get("input_shape") and list(base["input_shape"]) != list(now["input_shape"]):
+        raise InputError(f"{where}: a report at input shape {_shape(base['input_shape'])}, this scan is at "
+                         f"{_shape(now['input_shape'])}; write a new baseline for this shape")
+    theirs, ours = {l["name"] for l in baseline["layers"]}, {l["name"] for l in report["layers"]}
+    if theirs and ours and not theirs & ours:
+        raise InputError(f"{where}: a report of another model ({base.get('spec', '?')}: no layer in common with "
+                         f"{now['spec']}); write a new baseline for this model")
+
+
+def _shape(s) -> str:
+    return ",".join(str(v) for v in s)
 
 
 def threshold_checks(report: dict, policy: Policy) -> list[Check]:
