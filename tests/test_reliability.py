@@ -55,6 +55,31 @@ class NaNs(Small):
         with torch.no_grad():
             self.c.weight[0, 0, 0, 0] = float("inf")
 
+class IntOut(Small):
+    def forward(self, x):
+        return super().forward(x).argmax(1)
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6)
+        self.head = nn.Linear(18 * 6, 3)
+    def forward(self, x):
+        t = x.reshape(x.shape[0], 18, 6)
+        a = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2) / 6 ** 0.5, -1)
+        return self.head((a @ self.v(t)).flatten(1))
+
+class NoParams(nn.Module):       # GroupNorm (affine), a scale and pooling only
+    def __init__(self):
+        super().__init__()
+        self.g, self.p = nn.GroupNorm(1, 3), nn.AvgPool2d(2)
+    def forward(self, x):
+        return (self.p(self.g(x)) * 2.0).flatten(1)[:, :3]
+
+class PoolFirst(Small):
+    def forward(self, x):
+        return self.f(torch.relu(self.c(torch.nn.functional.max_pool2d(x, 1))).flatten(1))
+
 def uses_sibling():
     from sibling_helper import build
     return build()
@@ -184,6 +209,28 @@ def test_a_scan_too_large_for_the_machine_is_refused_before_tracing(models, monk
     assert not traced
 
 
+@pytest.mark.parametrize("name, codes", [("Attention", {0, 1}), ("NoParams", {0, 1}), ("PoolFirst", {0, 1}),
+                                         ("IntOut", {2})])
+def test_odd_models_get_an_answer_or_one_line_never_a_crash(models, name, codes, capsys):
+    assert main(["scan", f"m.py:{name}", *SHAPE, "-q", "--exit-zero"]) in codes
+    err = _err(capsys)
+    assert not err or (len(err) == 1 and "internal error" not in err[0]), err
+
+
+def test_the_optimisation_view_over_memory_is_skipped_with_the_reason(models, monkeypatch):
+    from archscan.config import ScanOptions
+    from archscan.pipeline import scan
+    real = memory.available_bytes
+    # room for the scan itself, not for the view's cached gradient graphs
+    monkeypatch.setattr(memory, "points_that_fit", lambda *a, **k: (_ for _ in ()).throw(
+        memory.OverBudget("the optimisation view needs ~9.0 GiB for one image; 1.0 GiB may be used here")))
+    report = scan("m.py:Small", ScanOptions(input_shape=(3, 6, 6))).to_dict()
+    view = report["scores"]["optimisation"]
+    assert view["status"] == "skipped" and "needs ~9.0 GiB" in view["reason"]
+    assert report["scores"]["verdict"] != "RESISTANT"
+    assert memory.available_bytes is real
+
+
 # stdout carries only the report --------------------------------------------------------------------
 
 def test_print_in_forward_goes_to_stderr_not_into_the_json(models, capsys):
@@ -245,3 +292,20 @@ def test_a_report_outside_the_working_tree_is_named(models, tmp_path, capsys):
     assert main(["scan", str(models / "m.py") + ":Small", *SHAPE, "--format", f"json:{target}"]) == 0
     assert f"wrote {target.resolve()} (outside the working directory" in capsys.readouterr().err
     assert json.loads(target.read_text())["model"]["class"] == "Small"
+
+
+# crafted checkpoints -----------------------------------------------------------------------------------
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(models, capsys):
+    import torch
+    torch.save({"c.weight": _RunsCode()}, models / "evil.pt")
+    assert main(["scan", "m.py:Small", *SHAPE, "--weights", "evil.pt"]) == 2
+    err = _err(capsys)
+    assert len(err) == 1 and "refused: unpickling it would call" in err[0] and "system" in err[0]
+    assert "weights_only` set to `False`" not in err[0] and not (models / "pwned").exists()

@@ -111,8 +111,14 @@ def settings(args, defaults: dict) -> dict:
     from archscan.model.load import parse_model_args
     cli = {k: getattr(args, k, None) for k in defaults}
     cli["model_args"] = parse_model_args(args.model_arg) if getattr(args, "model_arg", None) else None
-    file = FileConfig() if args.no_config else load(args.config)
+    file = FileConfig() if _no_config(args) else load(args.config)
     return merge(cli, file, defaults)
+
+
+def _no_config(args) -> bool:
+    """--no-config or ARCHSCAN_NO_CONFIG=1 (CI on untrusted pull requests: their pyproject.toml
+    could name any model file, which is code that runs)."""
+    return bool(getattr(args, "no_config", False)) or os.environ.get("ARCHSCAN_NO_CONFIG") == "1"
 
 
 def _options(s: dict):
@@ -149,7 +155,7 @@ def _inputs(s: dict, args) -> dict:
     """What the user gave that an output must never overwrite."""
     model = s["model"] if s["model"].endswith(".pt2") else s["model"].rpartition(":")[0]
     from archscan.config.pyproject import find_pyproject
-    config = getattr(args, "config", None) or (None if args.no_config else find_pyproject())
+    config = getattr(args, "config", None) or (None if _no_config(args) else find_pyproject())
     return {"model's file": model if os.path.isfile(model) else None, "--weights checkpoint": s.get("weights"),
             "--baseline report": s.get("baseline"), "configuration file": str(config) if config else None}
 

@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import traceback
 import weakref
@@ -241,6 +242,18 @@ def _pt2_size_cap() -> int | None:
     return cap
 
 
+def _load_failure(e: Exception) -> str:
+    """torch's refusal in one line -- without its advice to load with weights_only=False."""
+    text = " ".join(str(e).split())
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"refused: unpickling it would call {found.group(1)} (code, not tensors); "
+                f"archscan loads plain tensors only (weights_only=True)")
+    if "Weights only load failed" in text:
+        return "refused: it holds objects other than plain tensors (archscan loads with weights_only=True)"
+    return f"not a loadable state_dict ({type(e).__name__}: {text[:200]})"
+
+
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a state_dict safely (weights_only=True); a mismatch is a one-line InputError."""
     if not Path(path).is_file():
@@ -248,7 +261,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(f"--weights {path}: not a loadable state_dict ({type(e).__name__}: {e})") from e
+        raise InputError(f"--weights {path}: {_load_failure(e)}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
