@@ -245,7 +245,7 @@ fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and
 # baseline = "archscan-baseline.json" # a stored `--format json` report: fail only on regressions
 # exit-zero = false                   # report only, never exit 1
 
-# Outputs: FORMAT or FORMAT:PATH; formats text, json, sarif, junit, markdown, html.
+# Outputs: FORMAT or FORMAT:PATH; formats text, json, sarif, junit, markdown, html, github, gitlab.
 # format = ["text", "sarif:archscan.sarif", "markdown:archscan.md"]
 """
 

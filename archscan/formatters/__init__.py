@@ -1,8 +1,9 @@
 """One renderer per output format, all over the same report dict (``render(report, stream)``)."""
-from archscan.formatters import html, json_format, junit, markdown, sarif, text
+from archscan.formatters import annotations, html, json_format, junit, markdown, sarif, text
 
 FORMATTERS = {"text": text.render, "json": json_format.render, "sarif": sarif.render, "junit": junit.render,
-              "markdown": markdown.render, "html": html.render}
+              "markdown": markdown.render, "html": html.render, "github": annotations.render_github,
+              "gitlab": annotations.render_gitlab}
 
 
 def render(report: dict, fmt: str, stream, quiet: bool = False) -> None:

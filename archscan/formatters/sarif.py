@@ -25,7 +25,7 @@ def render(report: dict, stream) -> None:
 
 
 def sarif_log(report: dict) -> dict:
-    items = _items(report)
+    items = finding_items(report)
     ids = list(dict.fromkeys([*RULES, *(i["rule_id"] for i in items)]))  # every rule: stable ruleIndex
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [{
         "tool": {"driver": _driver(report, ids)},
@@ -62,7 +62,7 @@ def _problem(level: str) -> str:
     return {"error": "error", "warning": "warning"}.get(level, "recommendation")
 
 
-def _items(report: dict) -> list[dict]:
+def finding_items(report: dict) -> list[dict]:
     """Findings, then failed gate checks (one per check, at the first layer it names)."""
     out = [{"rule_id": f["rule_id"], "level": f["severity"] if f["severity"] in LEVELS else "warning",
             "message": f["message"], "layer": f.get("layer"), "source": f.get("source"), "related": ()}
@@ -78,13 +78,13 @@ def _items(report: dict) -> list[dict]:
 
 
 def _result(report: dict, item: dict, index: int) -> dict:
-    uri, line = _location(report, item["source"])
+    uri, line = location(report, item["source"])
     layer = item["layer"] or "model"
     message = item["message"] + (f" (layer {item['layer']})" if item["layer"] and item["layer"] not in item["message"] else "")
     out = {"ruleId": item["rule_id"], "ruleIndex": index, "level": item["level"], "message": {"text": message},
            "locations": [_physical(uri, line, layer)],
-           "partialFingerprints": {"archscanFinding/v1": _fingerprint(report, item)}}
-    related = [dict(_physical(*_location(report, src), name), id=k, message={"text": f"layer {name}"})
+           "partialFingerprints": {"archscanFinding/v1": fingerprint(report, item)}}
+    related = [dict(_physical(*location(report, src), name), id=k, message={"text": f"layer {name}"})
                for k, (name, src) in enumerate(item["related"][:50])]
     if related:
         out["relatedLocations"] = related
@@ -97,7 +97,7 @@ def _physical(uri: str, line: int, layer: str) -> dict:
             "logicalLocations": [{"name": layer, "kind": "module"}]}
 
 
-def _location(report: dict, source: str | None) -> tuple[str, int]:
+def location(report: dict, source: str | None) -> tuple[str, int]:
     """(uri, line) for a ``file:line`` source, else the model's own file."""
     if source:
         path, _, line = source.rpartition(":")
@@ -169,7 +169,7 @@ def _model_key(report: dict) -> str:
     return f"{Path(where).stem if where.endswith('.py') else where}:{name}"
 
 
-def _fingerprint(report: dict, item: dict) -> str:
+def fingerprint(report: dict, item: dict) -> str:
     key = "|".join([item["rule_id"], _model_key(report), item["layer"] or "", item["message"] if not item["layer"] else ""])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
