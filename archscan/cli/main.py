@@ -22,7 +22,8 @@ THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
                    "local": "auto", "local_budget": None, "device": "cpu", "strict": False}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
-                 "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False}
+                 "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False,
+                 "select": None, "ignore": None}
 
 
 def _model_options(p, weights: bool = True) -> None:
@@ -72,6 +73,9 @@ def _scan_parser(sub) -> None:
     g.add_argument("--fail-on", choices=("partial", "leaks"), help="fail on this verdict or a worse one")
     g.add_argument("--baseline", metavar="REPORT.json", help="fail only on regressions against this stored report")
     g.add_argument("--exit-zero", action="store_true", default=None, help="report only: exit 0 even when the gate fails")
+    p.add_argument("--select", metavar="IDS", help="report only these finding ids or prefixes (AS001,AS02)")
+    p.add_argument("--ignore", metavar="IDS", help="hide these finding ids or prefixes; a layer's own line can say "
+                   "`# archscan: ignore[AS003]` (never changes the verdict or the gate)")
     p.add_argument("--format", action="append", metavar="FORMAT[:PATH]",
                    help=f"one of {', '.join(FORMATS)}, to stdout or to PATH (repeatable; default text)")
     _common_options(p)
@@ -164,15 +168,18 @@ def run_scan(args) -> int:
     from archscan.api import scan
     from archscan.cli import progress
     from archscan.formatters.outputs import check_outputs, parse_outputs, write_outputs
+    from archscan.report import suppress
     from archscan.report.gate import evaluate
     s = settings(args, SCAN_DEFAULTS)
     if not s["model"]:
         raise InputError("scan: give a MODEL (path/to/file.py:NAME) or set model in [tool.archscan]")
     outputs, policy, options = parse_outputs(s["format"], s["output"]), _policy(s), _options(s)
+    select, ignore = suppress.parse_ids(s["select"], "--select"), suppress.parse_ids(s["ignore"], "--ignore")
     check_outputs(outputs, _inputs(s, args))
     with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])), \
             boundary.model_output_to_stderr():
         report = scan(s["model"], options).to_dict()
+    suppress.apply(report, select, ignore)
     if policy.active:
         report["gate"] = evaluate(report, policy).to_dict()
     shown = write_outputs(report, outputs, quiet=s["quiet"])

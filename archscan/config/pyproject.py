@@ -28,6 +28,7 @@ KEYS = {
     "weights": (str,), "batch_size": (int,), "labels": (str,), "bn_mode": (str,),
     "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "strict": (bool,), "fail_under": (float, int), "fail_on": (str,),
     "baseline": (str,), "exit_zero": (bool,), "format": (str, list), "output": (str,), "quiet": (bool,),
+    "select": (str, list), "ignore": (str, list),
 }
 CHOICES = {"labels": ("known", "inferred"), "bn_mode": ("eval", "train"), "fail_on": ("partial", "leaks"),
            "local": ("auto", "on", "off")}
@@ -244,6 +245,9 @@ fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and
 # fail-under = 0.5                    # minimum resistance score = 1 - leakage score
 # baseline = "archscan-baseline.json" # a stored `--format json` report: fail only on regressions
 # exit-zero = false                   # report only, never exit 1
+# select = ["AS00", "AS02"]          # report only these findings (ids or prefixes)
+# ignore = ["AS030"]                  # hide these (also `# archscan: ignore[AS003]` on a layer's line);
+#                                     # neither changes the verdict or the gate
 
 # Outputs: FORMAT or FORMAT:PATH; formats text, json, sarif, junit, markdown, html, github, gitlab.
 # format = ["text", "sarif:archscan.sarif", "markdown:archscan.md"]

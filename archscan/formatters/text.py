@@ -111,6 +111,11 @@ def findings(report: dict) -> list[str]:
     for f in report["findings"]:
         where = f" [{f['source']}]" if f.get("source") else ""
         out.append(f"{f['rule_id']} {f['severity']:<7} {f['message']}{where}")
+    hidden = report.get("suppressed") or []
+    if hidden:
+        by = sorted({f["suppressed_by"] for f in hidden})
+        out.append(f"({len(hidden)} finding{'s' if len(hidden) > 1 else ''} suppressed by {', '.join(by)}: "
+                   f"{', '.join(sorted({f['rule_id'] for f in hidden}))}; the verdict and the gate are unchanged)")
     return out
 
 
@@ -186,7 +191,7 @@ def _rich_render(report: dict, stream) -> bool:
         style = {"determined": "red", "leak_source": "red", "partial": "yellow", "blocked": "green"}.get(r[-1])
         t.add_row(*r, style=style)
     console.print(t)
-    rest = summary(report) + ([""] + ["findings:"] + ["  " + f for f in findings(report)] if report["findings"] else [])
+    rest = summary(report) + ([""] + ["findings:"] + ["  " + f for f in findings(report)] if report["findings"] or report.get("suppressed") else [])
     rest += ([""] + gate(report)) if report.get("gate") else []
     console.print("\n".join(rest), markup=False)
     return True
