@@ -186,14 +186,15 @@ def test_baseline_cli(capsys, tmp_path, leaks):
 
 # ---- the composite action's scan step ------------------------------------------------------------
 
-def _action(tmp_path, model):
-    env = dict(os.environ, INPUT_MODEL=model, INPUT_INPUT_SHAPE="3,32,32", INPUT_FAIL_ON="leaks",
+def _action(tmp_path, model, **extra):
+    env = dict(os.environ, **extra, INPUT_MODEL=model, INPUT_INPUT_SHAPE="3,32,32", INPUT_FAIL_ON="leaks",
                INPUT_OUTPUT_DIR=str(tmp_path / "res"), GITHUB_OUTPUT=str(tmp_path / "out.txt"),
                GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"), ARCHSCAN_NO_PROGRESS="1",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run(["bash", str(ROOT / "action" / "scan.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr  # the step never fails itself; the Gate step does
     outputs = dict(l.split("=", 1) for l in (tmp_path / "out.txt").read_text().splitlines())
+    _action.stdout = proc.stdout
     return outputs, (tmp_path / "summary.md").read_text()
 
 
@@ -204,6 +205,15 @@ def test_action_scan_step_fails_leaky_model_with_layers(tmp_path):
     assert "Gate: ❌ failed" in summary and "layers responsible: `conv1` (examples/paper_zoo.py:116)" in summary
     sarif = json.loads(Path(outputs["sarif"]).read_text())
     assert any(r["ruleId"] == "AS201" for r in sarif["runs"][0]["results"])
+    # annotations on the diff without code scanning: workflow commands on the step's stdout
+    assert "::error file=examples/paper_zoo.py,line=116,title=archscan AS001::" in _action.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_action_sarif_category_reaches_the_file(tmp_path):
+    outputs, _ = _action(tmp_path, f"{ZOO}:cnn_c4", ARCHSCAN_SARIF_CATEGORY="models/cnn")
+    sarif = json.loads(Path(outputs["sarif"]).read_text())
+    assert sarif["runs"][0]["automationDetails"]["id"] == "models/cnn/"
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

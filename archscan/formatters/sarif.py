@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import quote
@@ -29,12 +30,19 @@ def sarif_log(report: dict) -> dict:
     ids = list(dict.fromkeys([*RULES, *(i["rule_id"] for i in items)]))  # every rule: stable ruleIndex
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [{
         "tool": {"driver": _driver(report, ids)},
-        "automationDetails": {"id": f"archscan/{_model_key(report)}/"},
+        "automationDetails": {"id": automation_id(report)},
         "originalUriBaseIds": {"%SRCROOT%": {"description": {"text": "the directory archscan ran in"}}},
         "results": [_result(report, i, ids.index(i["rule_id"])) for i in items],
         "invocations": [_invocation(report)],
         "properties": _run_properties(report),
     }]}
+
+
+def automation_id(report: dict) -> str:
+    """Code scanning's category of this run: ``ARCHSCAN_SARIF_CATEGORY`` when set (the Action's
+    ``sarif-category``; upload-sarif never overrides an id the file already has), else one per model."""
+    category = os.environ.get("ARCHSCAN_SARIF_CATEGORY", "").strip().strip("/")
+    return f"{category}/" if category else f"archscan/{_model_key(report)}/"
 
 
 def _invocation(report: dict) -> dict:
