@@ -60,6 +60,16 @@ def test_a_comment_on_the_layer_line_suppresses_that_layer(tmp_path, capsys):
     assert not [f for f in every["findings"] if f.get("source") and f["source"].endswith(":9")]
 
 
+def test_sarif_keeps_suppressed_findings_marked(tmp_path, capsys):
+    (tmp_path / "net.py").write_text(NET.format(comment="  # archscan: ignore[AS002]"))
+    out = tmp_path / "r.sarif"
+    main(["scan", str(tmp_path / "net.py") + ":Net", *ARGS, "--ignore", "AS030", "--format", f"sarif:{out}"])
+    results = json.loads(out.read_text())["runs"][0]["results"]
+    kinds = {r["ruleId"]: r["suppressions"][0]["kind"] for r in results if "suppressions" in r}
+    assert kinds == {"AS002": "inSource", "AS030": "external"}
+    assert any(r["ruleId"] == "AS001" and "suppressions" not in r for r in results)
+
+
 def test_comment_parsing(tmp_path):
     f = tmp_path / "a.py"
     f.write_text("x = 1  # archscan: ignore[AS001, AS003]\ny = 2\nz = 3  # ARCHSCAN: IGNORE\n")

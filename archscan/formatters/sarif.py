@@ -26,7 +26,7 @@ def render(report: dict, stream) -> None:
 
 
 def sarif_log(report: dict) -> dict:
-    items = finding_items(report)
+    items = finding_items(report) + _suppressed_items(report)
     ids = list(dict.fromkeys([*RULES, *(i["rule_id"] for i in items)]))  # every rule: stable ruleIndex
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [{
         "tool": {"driver": _driver(report, ids)},
@@ -85,6 +85,13 @@ def finding_items(report: dict) -> list[dict]:
     return out
 
 
+def _suppressed_items(report: dict) -> list[dict]:
+    """Suppressed findings stay in SARIF, marked as such (code scanning shows them as dismissed)."""
+    return [{"rule_id": f["rule_id"], "level": f["severity"] if f["severity"] in LEVELS else "warning",
+             "message": f["message"], "layer": f.get("layer"), "source": f.get("source"), "related": (),
+             "suppressed_by": f["suppressed_by"]} for f in report.get("suppressed") or []]
+
+
 def _result(report: dict, item: dict, index: int) -> dict:
     uri, line = location(report, item["source"])
     layer = item["layer"] or "model"
@@ -96,6 +103,10 @@ def _result(report: dict, item: dict, index: int) -> dict:
                for k, (name, src) in enumerate(item["related"][:50])]
     if related:
         out["relatedLocations"] = related
+    if item.get("suppressed_by"):
+        by = item["suppressed_by"]
+        out["suppressions"] = [{"kind": "inSource" if by == "comment" else "external",
+                                "justification": f"archscan {'# archscan: ignore comment' if by == 'comment' else by}"}]
     return out
 
 
