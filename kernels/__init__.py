@@ -8,9 +8,10 @@ from .conditioning import condition_number, conditioning, smallest_singular_valu
 from .conv_ops import channel_gradient_block, forward_matrix, gradient_matrix
 from .conv_rank import ConvRanks, conv_ranks
 from .geometry import ConvGeometry, covered_pixels
+from .gfp import PRIMES
 from .joint import JOINT_DENSE_MAX, Reader, joint_rank, max_batch
 from .linear_rank import linear_geometry, linear_ranks
-from .modp import PRIMES, rank_mod_p
+from .modp import rank_mod_p
 from .relu import ReluStats, relu_stats
 
 __all__ = [

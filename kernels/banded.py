@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import njit
-from .modp import _inverse, _reduce
+from .gfp import inverse_mod, reduce_mod
 
 _EXACT = 2.0 ** 53
 
@@ -36,7 +36,7 @@ def _lead(A, i, start, stop, p, pinv):
     for c in range(start, stop):
         x = A[i, c]
         if x != 0.0:
-            x = _reduce(x, p, pinv)
+            x = reduce_mod(x, p, pinv)
             A[i, c] = x
             if x != 0.0:
                 return c
@@ -46,7 +46,7 @@ def _lead(A, i, start, stop, p, pinv):
 @njit
 def _reduce_row(A, i, start, stop, p, pinv):
     for c in range(start, stop):
-        A[i, c] = _reduce(A[i, c], p, pinv)
+        A[i, c] = reduce_mod(A[i, c], p, pinv)
 
 
 @njit
@@ -97,11 +97,11 @@ def _banded_rank(A, p, delay, cap):
             break
         stop = last[piv] + 1
         _reduce_row(A, piv, j, stop, p, pinv)
-        inv = _inverse(A[piv, j], p)
+        inv = inverse_mod(A[piv, j], p)
         while head[j] >= 0:
             r = head[j]
             head[j] = nxt[r]
-            f = _reduce(A[r, j] * inv, p, pinv)  # A[r, j] was reduced when found as the lead
+            f = reduce_mod(A[r, j] * inv, p, pinv)  # A[r, j] was reduced when found as the lead
             A[r, j] = 0.0
             for c in range(j + 1, stop):
                 A[r, c] -= f * A[piv, c]

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .banded import banded_rank_mod_p
-from .modp import PRIMES, rank_of_field
+from .gfp import PRIMES
+from .modp import rank_of_field
 
 
 @dataclass(frozen=True)

@@ -4,39 +4,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import njit
 from .conv_ops import tap_components
+from .fill import channel_columns, fill_forward, fill_gradient, row_block
 from .geometry import ConvGeometry, read_table
-from .modp import random_field
-
-
-@njit
-def _fill_component(out, g, taps, colmap, pix):
-    """Rows (f, tap in ``taps``) of K_c restricted to the pixels of one component."""
-    nt = taps.shape[0]
-    for f in range(g.shape[0]):
-        for j in range(nt):
-            for q in range(pix.shape[1]):
-                p = pix[taps[j], q]
-                if p >= 0:
-                    out[f * nt + j, colmap[p]] += g[f, q]
+from .gfp import random_field
 
 
 def component_block(geom: ConvGeometry, g: np.ndarray, taps: np.ndarray, pixels: np.ndarray):
     """Dense block of K_c: rows (filter, tap) for ``taps``, columns ``pixels``."""
-    colmap = np.full(geom.H * geom.W, -1, np.int64)
-    colmap[pixels] = np.arange(pixels.size)
-    out = np.zeros((g.shape[0] * taps.size, pixels.size))
-    _fill_component(out, np.asarray(g, np.float64).reshape(len(g), -1), taps.astype(np.int64), colmap,
-                    read_table(geom))
-    return out
+    return _component_matrix(np.asarray(g, np.float64).reshape(len(g), -1),
+                           *_component_maps(geom, taps, pixels))
 
 
 def component_builder(geom: ConvGeometry, Fg: int, taps, pixels):
     """A ``build(rng, p)`` for one K_c component with Fg random gradient maps."""
+    maps = _component_maps(geom, taps, pixels)
+
     def build(rng, p):
-        return component_block(geom, random_field(rng, (Fg, geom.Ho, geom.Wo), p), taps, pixels)
+        return _component_matrix(random_field(rng, (Fg, geom.Ho, geom.Wo), p).reshape(Fg, -1), *maps)
     return build
+
+
+def _component_maps(geom: ConvGeometry, taps: np.ndarray, pixels: np.ndarray):
+    """The read table's lines of ``taps`` and the column map pixel -> position in ``pixels``."""
+    colmap = np.full((1, geom.H * geom.W), -1, np.int64)
+    colmap[0, pixels] = np.arange(pixels.size)
+    return read_table(geom)[taps], colmap, pixels.size
+
+
+def _component_matrix(g: np.ndarray, table: np.ndarray, colmap: np.ndarray, n_pixels: int):
+    out = np.zeros((g.shape[0] * table.shape[0], n_pixels))
+    fill_gradient(out, row_block(g.shape[0], table.shape[0]), g, table, colmap)
+    return out
 
 
 def stack_builder(geom: ConvGeometry, n_chan: int, n_filt_w: int, n_filt_k: int,
@@ -55,8 +54,9 @@ def stack_builder(geom: ConvGeometry, n_chan: int, n_filt_w: int, n_filt_k: int,
     pix, nt, HW = read_table(geom), geom.kh * geom.kw, geom.H * geom.W
     nq = pix.shape[1]
     keep = np.ones(n_w * nq, bool) if masks is None else np.asarray(masks[0][: n_w * nq], bool)
-    rowpos = _row_positions(keep, n_w, nq, spatial)
+    w_rowmap = _row_positions(keep, n_w, nq, spatial).reshape(n_w, nq)
     w_rows = int(keep.sum())
+    k_rowmap = row_block(n_k, n_chan * nt, start=w_rows)
     colmap = _column_map(n_chan, HW, spatial)
 
     def build(rng, p):
@@ -65,7 +65,8 @@ def stack_builder(geom: ConvGeometry, n_chan: int, n_filt_w: int, n_filt_k: int,
         if masks is not None and n_k:
             g = g * masks[1][:n_k].reshape(n_k, -1)
         out = np.zeros((w_rows + n_k * n_chan * nt, n_chan * HW))
-        _fill_stack(out, w, g, pix, rowpos, w_rows, colmap)
+        fill_forward(out, w_rowmap, w, pix, colmap)
+        fill_gradient(out, k_rowmap, g, pix, colmap)
         return out
     return build
 
@@ -84,33 +85,9 @@ def _row_positions(keep: np.ndarray, n_w: int, nq: int, spatial: bool) -> np.nda
 
 def _column_map(n_chan: int, HW: int, spatial: bool) -> np.ndarray:
     """Column of unknown (c, pixel): c * HW + pixel, or pixel * n_chan + c when spatial."""
-    cols = np.arange(n_chan * HW, dtype=np.int64)
-    return cols.reshape(HW, n_chan).T.copy() if spatial else cols.reshape(n_chan, HW)
-
-
-@njit
-def _fill_stack(out, w, g, pix, rowpos, r0, colmap):
-    """W rows (f, q) at ``rowpos``, then K rows (f, c, tap) from row r0; unknown (c, pixel) in
-    column ``colmap[c, pixel]``."""
-    nt, nq, n_chan = pix.shape[0], pix.shape[1], colmap.shape[0]
-    for f in range(w.shape[0]):
-        for q in range(nq):
-            r = rowpos[f * nq + q]
-            if r < 0:
-                continue
-            for c in range(n_chan):
-                for t in range(nt):
-                    px = pix[t, q]
-                    if px >= 0:
-                        out[r, colmap[c, px]] += w[f, c, t]
-    for f in range(g.shape[0]):
-        for c in range(n_chan):
-            for t in range(nt):
-                row = r0 + (f * n_chan + c) * nt + t
-                for q in range(nq):
-                    px = pix[t, q]
-                    if px >= 0:
-                        out[row, colmap[c, px]] += g[f, q]
+    if spatial:
+        return np.ascontiguousarray(channel_columns(HW, n_chan).T)
+    return channel_columns(n_chan, HW)
 
 
 def components(geom: ConvGeometry):

@@ -10,36 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import njit
+from .fill import channel_columns, fill_forward, fill_gradient, row_block
 from .geometry import ConvGeometry, read_table, tap_masks
-
-
-@njit
-def _fill_forward(out, w, pix, Cg, Fg, HW):
-    """Rows (f, u, v): out[f*HoWo + q, c*HW + pix[t, q]] += w[f, ci, t] for channels of f's group."""
-    F, nq = w.shape[0], pix.shape[1]
-    for f in range(F):
-        g0 = (f // Fg) * Cg
-        for ci in range(Cg):
-            for t in range(pix.shape[0]):
-                for q in range(nq):
-                    p = pix[t, q]
-                    if p >= 0:
-                        out[f * nq + q, (g0 + ci) * HW + p] += w[f, ci, t]
-
-
-@njit
-def _fill_gradient(out, g, chans, pix, HW):
-    """Rows (f, j, tap) for the gradient maps g (F, HoWo) and the input channels ``chans``."""
-    nt, nq, nch = pix.shape[0], pix.shape[1], chans.shape[0]
-    for f in range(g.shape[0]):
-        for j in range(nch):
-            for t in range(nt):
-                row = (f * nch + j) * nt + t
-                for q in range(nq):
-                    p = pix[t, q]
-                    if p >= 0:
-                        out[row, chans[j] * HW + p] += g[f, q]
 
 
 def forward_matrix(geom: ConvGeometry, w: np.ndarray) -> np.ndarray:
@@ -47,8 +19,10 @@ def forward_matrix(geom: ConvGeometry, w: np.ndarray) -> np.ndarray:
     w = np.asarray(w, np.float64)
     if w.shape != (geom.F, geom.Cg, geom.kh, geom.kw):
         raise ValueError(f"kernel shape {w.shape} does not match {geom}")
-    out = np.zeros((geom.F * geom.Ho * geom.Wo, geom.unknowns))
-    _fill_forward(out, w.reshape(geom.F, geom.Cg, -1), read_table(geom), geom.Cg, geom.Fg, geom.H * geom.W)
+    pix = read_table(geom)
+    out = np.zeros((geom.F * pix.shape[1], geom.unknowns))
+    fill_forward(out, row_block(geom.F, pix.shape[1]), w.reshape(geom.F, geom.Cg, -1), pix,
+                 channel_columns(geom.C, geom.H * geom.W), _group_channels(geom))
     return out
 
 
@@ -59,13 +33,16 @@ def gradient_matrix(geom: ConvGeometry, g: np.ndarray) -> np.ndarray:
     ``(f // (F/groups)) * (C/groups) + ci``.
     """
     g = _check_grad(geom, g).reshape(geom.F, -1)
-    pix, rows = read_table(geom), geom.Fg * geom.Cg * geom.kh * geom.kw
-    out = np.zeros((geom.groups * rows, geom.unknowns))
-    for gi in range(geom.groups):
-        chans = np.arange(gi * geom.Cg, (gi + 1) * geom.Cg, dtype=np.int64)
-        _fill_gradient(out[gi * rows:(gi + 1) * rows], g[gi * geom.Fg:(gi + 1) * geom.Fg], chans, pix,
-                       geom.H * geom.W)
+    pix = read_table(geom)
+    out = np.zeros((geom.F * geom.Cg * pix.shape[0], geom.unknowns))
+    fill_gradient(out, row_block(geom.F, geom.Cg * pix.shape[0]), g, pix,
+                  channel_columns(geom.C, geom.H * geom.W), _group_channels(geom))
     return out
+
+
+def _group_channels(geom: ConvGeometry) -> np.ndarray:
+    """First input channel of each filter's group."""
+    return (np.arange(geom.F, dtype=np.int64) // geom.Fg) * geom.Cg
 
 
 def _check_grad(geom: ConvGeometry, g) -> np.ndarray:
@@ -82,8 +59,9 @@ def channel_gradient_block(geom: ConvGeometry, g: np.ndarray) -> np.ndarray:
     rank(K) = sum over groups of Cg * rank(K_c).
     """
     g = np.asarray(g, np.float64).reshape(len(g), -1)
-    out = np.zeros((g.shape[0] * geom.kh * geom.kw, geom.H * geom.W))
-    _fill_gradient(out, g, np.zeros(1, np.int64), read_table(geom), geom.H * geom.W)
+    pix = read_table(geom)
+    out = np.zeros((g.shape[0] * pix.shape[0], geom.H * geom.W))
+    fill_gradient(out, row_block(g.shape[0], pix.shape[0]), g, pix, channel_columns(1, geom.H * geom.W))
     return out
 
 

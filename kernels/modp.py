@@ -11,63 +11,16 @@ Cost for an m x n matrix of rank r: about 2*m*n*r flops in BLAS plus m*n*PANEL i
 The rank mod p of an integer matrix never exceeds its rank over the rationals; for a matrix
 whose entries are drawn at random the two agree with probability >= 1 - r/p (Schwartz-Zippel),
 so callers take the maximum over independent draws and primes (see ``generic_rank``).
+The field arithmetic itself (reduction, inverses, the primes) is ``gfp``'s, shared with ``banded``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .config import njit
+from .gfp import PRIME_LIMIT, PRIMES, inverse_mod, is_prime, reduce_mod
 
 PANEL = 128
-PRIME_LIMIT = 2**21
-
-
-def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    k = 2
-    while k * k <= n:
-        if n % k == 0:
-            return False
-        k += 1
-    return True
-
-
-def primes_below(limit: int, count: int) -> tuple[int, ...]:
-    """The ``count`` largest primes below ``limit``."""
-    out, n = [], limit - 1
-    while len(out) < count:
-        if _is_prime(n):
-            out.append(n)
-        n -= 1
-    return tuple(out)
-
-
-PRIMES = primes_below(PRIME_LIMIT, 3)
-
-
-@njit
-def _reduce(x, p, pinv):
-    q = np.floor(x * pinv)
-    r = x - q * p
-    if r < 0.0:
-        r += p
-    elif r >= p:
-        r -= p
-    return r
-
-
-@njit
-def _inverse(a, p):
-    """Modular inverse by Fermat (p prime); a in [1, p)."""
-    pinv = 1.0 / p
-    result, base, e = 1.0, a, int(p) - 2
-    while e > 0:
-        if e & 1:
-            result = _reduce(result * base, p, pinv)
-        base = _reduce(base * base, p, pinv)
-        e >>= 1
-    return result
 
 
 @njit
@@ -100,13 +53,13 @@ def _panel(P, p):
             t2 = perm[k]
             perm[k] = perm[piv]
             perm[piv] = t2
-        inv = _inverse(P[k, j], p)
+        inv = inverse_mod(P[k, j], p)
         for i in range(k + 1, mm):
             f = P[i, j]
             if f != 0.0:
-                f = _reduce(f * inv, p, pinv)
+                f = reduce_mod(f * inv, p, pinv)
                 for c in range(j + 1, nb):
-                    P[i, c] = _reduce(P[i, c] - f * P[k, c], p, pinv)
+                    P[i, c] = reduce_mod(P[i, c] - f * P[k, c], p, pinv)
                 P[i, j] = f
         pivcols[k] = j
         k += 1
@@ -123,7 +76,7 @@ def _unit_lower_solve(L, T, p):
             f = L[t, s]
             if f != 0.0:
                 for c in range(T.shape[1]):
-                    T[t, c] = _reduce(T[t, c] - f * T[s, c], p, pinv)
+                    T[t, c] = reduce_mod(T[t, c] - f * T[s, c], p, pinv)
 
 
 def _as_field(A, p: int) -> np.ndarray:
@@ -132,7 +85,7 @@ def _as_field(A, p: int) -> np.ndarray:
         raise ValueError(f"rank_mod_p needs a 2-D matrix, got shape {A.shape}")
     if not 2 < p < PRIME_LIMIT:
         raise ValueError(f"prime {p} outside (2, {PRIME_LIMIT}): float64 products would not be exact")
-    if not _is_prime(int(p)):
+    if not is_prime(int(p)):
         raise ValueError(f"modulus {p} is not prime: GF(p) needs a prime")
     if np.issubdtype(A.dtype, np.unsignedinteger):
         return np.mod(A.astype(np.uint64), np.uint64(p)).astype(np.float64)
@@ -213,8 +166,3 @@ def rank_mod_p_naive(A, p: int = PRIMES[0]) -> int:
                 M[i] = [(x - f * y) % p for x, y in zip(M[i], M[rank])]
         rank += 1
     return rank
-
-
-def random_field(rng: np.random.Generator, shape, p: int) -> np.ndarray:
-    """Uniform random elements of GF(p) (never zero), as float64."""
-    return rng.integers(1, p, size=shape).astype(np.float64)

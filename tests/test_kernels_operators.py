@@ -14,7 +14,8 @@ from archscan_kernels import (
 )
 from archscan_kernels.conv_blocks import component_block, stack_builder
 from archscan_kernels.conv_ops import tap_components
-from archscan_kernels.geometry import live_outputs, tap_masks
+from archscan_kernels.fill import fill_forward, fill_gradient
+from archscan_kernels.geometry import live_outputs, read_table, tap_masks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -106,6 +107,36 @@ def test_operators_equal_naive_loops(kw, seed):
     np.testing.assert_array_equal(Km, naive.naive_gradient(kw_tuple(kw), g))
     # the naive matrices themselves agree with a direct convolution of the padded input
     np.testing.assert_allclose(Wm @ x.ravel(), naive.naive_conv_output(kw_tuple(kw), x, w).ravel())
+
+
+@settings(max_examples=naive.n_examples(120), **SETTINGS)
+@given(ANY_GEOMS, st.integers(0, 2**32 - 1))
+def test_fill_kernel_places_the_naive_matrices_by_its_maps(kw, seed):
+    """The one fill kernel under arbitrary maps: W and K rows of one layer (groups through the
+    channel offsets c0) written into one matrix, rows shuffled and some W rows left out (-1),
+    unknowns shuffled -- bit for bit the naive loops' matrices placed the same way (float data:
+    every entry sums its terms in the naive loops' order)."""
+    geom = ConvGeometry(**kw)
+    rng = np.random.default_rng(seed)
+    _, w, g = _data(geom, seed)
+    Wn, Kn = naive.naive_forward(kw_tuple(kw), w), naive.naive_gradient(kw_tuple(kw), g)
+    keep = rng.random(Wn.shape[0]) < 0.7
+    n_rows = int(keep.sum()) + Kn.shape[0]
+    dest = rng.permutation(n_rows)
+    w_rows = np.full(Wn.shape[0], -1, np.int64)
+    w_rows[keep] = dest[: keep.sum()]
+    k_rows = dest[keep.sum():]
+    cols = rng.permutation(geom.unknowns)          # unknown (c, pixel) -> its column
+    colmap = cols.reshape(geom.C, geom.H * geom.W)
+    c0 = (np.arange(geom.F) // geom.Fg) * geom.Cg
+    pix, nt = read_table(geom), geom.kh * geom.kw
+    out = np.zeros((n_rows, geom.unknowns))
+    fill_forward(out, w_rows.reshape(geom.F, -1), w.reshape(geom.F, geom.Cg, nt), pix, colmap, c0)
+    fill_gradient(out, k_rows.reshape(geom.F, geom.Cg * nt), g.reshape(geom.F, -1), pix, colmap, c0)
+    want = np.zeros_like(out)
+    want[np.ix_(w_rows[keep], cols)] = Wn[keep]
+    want[np.ix_(k_rows, cols)] = Kn
+    np.testing.assert_array_equal(out, want)
 
 
 def kw_tuple(kw):
