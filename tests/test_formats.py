@@ -277,3 +277,35 @@ def test_progress_only_on_a_terminal(monkeypatch):
     with Progress("x", stream=silent, enabled=False):
         pass
     assert silent.getvalue() == ""
+
+
+# ---- colour ----------------------------------------------------------------------------------------
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("env, choice, tty, expected", [
+    ({}, "auto", True, True), ({}, "auto", False, False),
+    ({"NO_COLOR": "1"}, "auto", True, False), ({"NO_COLOR": ""}, "auto", True, True),
+    ({"FORCE_COLOR": "1"}, "auto", False, True), ({"FORCE_COLOR": "0"}, "auto", False, False),
+    ({"NO_COLOR": "1", "FORCE_COLOR": "1"}, "auto", True, False),
+    ({"NO_COLOR": "1"}, "always", False, True), ({"FORCE_COLOR": "1"}, "never", True, False),
+    ({"TERM": "dumb"}, "auto", True, False),
+])
+def test_colour_choice_env_and_terminal(monkeypatch, env, choice, tty, expected):
+    from archscan.formatters.text import supports_colour
+    for k in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert supports_colour(_Tty() if tty else io.StringIO(), choice) is expected
+
+
+def test_color_never_writes_no_escape_codes_and_always_does(reports, capsys):
+    from archscan.formatters.outputs import Output, write_outputs
+    write_outputs(reports["leaks"], [Output("text", None)], colour="always")
+    assert "\033[" in capsys.readouterr().out
+    write_outputs(reports["leaks"], [Output("text", None)], colour="never")
+    assert "\033[" not in capsys.readouterr().out

@@ -149,7 +149,7 @@ def test_reports_are_written_atomically(tmp_path, monkeypatch, capsys):
     target = tmp_path / "r.json"
     target.write_text("previous")
 
-    def broken(report, fmt, stream, quiet, renderers):
+    def broken(report, fmt, stream, *rest):
         stream.write("half")
         raise KeyboardInterrupt
     monkeypatch.setattr(outputs, "_render", broken)

@@ -58,6 +58,8 @@ def _common_options(p) -> None:
                    help="text: verdict and gate only; no progress bar")
     p.add_argument("--config", help="read [tool.archscan] from this pyproject.toml (default: discovered)")
     p.add_argument("--no-config", action="store_true", help="ignore [tool.archscan]")
+    p.add_argument("--color", "--colour", dest="color", choices=("auto", "always", "never"), default="auto",
+                   help="colour in the text report (auto: on a terminal, honouring NO_COLOR and FORCE_COLOR)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -182,7 +184,7 @@ def run_scan(args) -> int:
     suppress.apply(report, select, ignore)
     if policy.active:
         report["gate"] = evaluate(report, policy).to_dict()
-    shown = write_outputs(report, outputs, quiet=s["quiet"])
+    shown = write_outputs(report, outputs, quiet=s["quiet"], colour=args.color)
     return _gate_exit(report, shown, s)
 
 

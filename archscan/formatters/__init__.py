@@ -6,11 +6,12 @@ FORMATTERS = {"text": text.render, "json": json_format.render, "sarif": sarif.re
               "gitlab": annotations.render_gitlab}
 
 
-def render(report: dict, fmt: str, stream, quiet: bool = False) -> None:
-    """Write ``report`` as ``fmt``; ``quiet`` shortens the text format to the verdict and the gate."""
+def render(report: dict, fmt: str, stream, quiet: bool = False, colour: str = "auto") -> None:
+    """Write ``report`` as ``fmt``; ``quiet`` shortens the text format to the verdict and the gate;
+    ``colour`` (auto | always | never) is the text format's ``--color``."""
     if fmt not in FORMATTERS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATTERS)}")
     if fmt == "text":
-        text.render(report, stream, quiet=quiet)
+        text.render(report, stream, quiet=quiet, colour_choice=colour)
     else:
         FORMATTERS[fmt](report, stream)

@@ -53,19 +53,19 @@ def check_outputs(outputs: list[Output], inputs: dict) -> None:
             raise InputError(f"--format {out.fmt}:{out.path}: cannot write there ({existing} is not a writable folder)")
 
 
-def write_outputs(report: dict, outputs: list[Output], quiet: bool = False, renderers=None) -> bool:
+def write_outputs(report: dict, outputs: list[Output], quiet: bool = False, renderers=None, colour: str = "auto") -> bool:
     """Render every output (files atomically: a temporary file beside it, then renamed, so an
     interrupted run leaves the previous file intact); True when text went to standard output."""
     for out in outputs:
         if out.path is None:
-            _render(report, out.fmt, sys.stdout, quiet, renderers)
+            _render(report, out.fmt, sys.stdout, quiet, renderers, colour)
             continue
         path = Path(out.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                _render(report, out.fmt, fh, quiet, renderers)
+                _render(report, out.fmt, fh, quiet, renderers, "never" if colour == "auto" else colour)
             os.replace(tmp, os.path.realpath(path) if path.is_symlink() else path)
         finally:
             if os.path.exists(tmp):
@@ -81,8 +81,8 @@ def _name_if_outside(path: Path) -> None:
         print(f"archscan: wrote {real} (outside the working directory {here})", file=sys.stderr)
 
 
-def _render(report, fmt, stream, quiet, renderers) -> None:
+def _render(report, fmt, stream, quiet, renderers, colour="auto") -> None:
     if renderers is None:
-        render(report, fmt, stream, quiet=quiet)
+        render(report, fmt, stream, quiet=quiet, colour=colour)
     else:
         renderers[fmt](report, stream)

@@ -152,16 +152,24 @@ def lines(report: dict, quiet: bool = False, colour: bool = False) -> list[str]:
     return [_paint_words(l) for l in out] if colour else out
 
 
-def render(report: dict, stream, quiet: bool = False) -> None:
-    colour = supports_colour(stream)
+def render(report: dict, stream, quiet: bool = False, colour_choice: str = "auto") -> None:
+    colour = supports_colour(stream, colour_choice)
     if colour and not quiet and _rich_render(report, stream):
         return
     stream.write("\n".join(lines(report, quiet, colour)) + "\n")
 
 
-def supports_colour(stream) -> bool:
+def supports_colour(stream, choice: str = "auto") -> bool:
+    """``--color always|never`` decides; else NO_COLOR (set and non-empty) turns colour off and
+    FORCE_COLOR (set, not "0") on; else colour on a terminal whose TERM is not dumb."""
+    if choice in ("always", "never"):
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "0") not in ("", "0"):
+        return True
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
 
 
 def _paint(text: str, key: str) -> str:
