@@ -10,6 +10,9 @@ Fixtures ``archscan_scan`` (scan -> report dict) and ``assert_leakage``; the fun
 (``min_score`` = ``--fail-under``, a minimum resistance score 1 - leakage score; ``fail_on`` =
 ``--fail-on``; ``baseline`` = ``--baseline``).  With neither ``min_score`` nor ``fail_on`` the model
 must not LEAK.  A failure's message is the per-layer table, the verdict and the failed checks.
+A relative file spec (``models/net.py:build``, ``model.pt2``) is relative to pytest's rootdir (where
+``pytest.ini``/``pyproject.toml`` is), so the test passes whether pytest runs from the project or
+from ``tests/``; one that is only found from the working directory is read from there.
 Nothing heavy (torch) is imported until a fixture is used.
 """
 from __future__ import annotations
@@ -17,17 +20,35 @@ from __future__ import annotations
 import itertools
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 _LIVE = "archscan_pytest_models"   # a module holding live models so the loader can find them
 _counter = itertools.count()
+_ROOT: list[Path] = []   # pytest's rootdir, once pytest has configured
+
+
+def pytest_configure(config) -> None:
+    _ROOT[:] = [Path(config.rootpath)]
+
+
+def _from_root(spec: str) -> str:
+    """A relative file spec re-anchored at the rootdir (left alone when it is not a file there)."""
+    where, sep, name = spec.rpartition(":") if not spec.endswith(".pt2") else (spec, "", "")
+    is_file = where.endswith((".py", ".pt2")) or "/" in where or "\\" in where
+    if not _ROOT or not is_file or Path(where).is_absolute():
+        return spec
+    anchored = _ROOT[0] / where
+    if anchored.is_file() or not Path(where).is_file():
+        return f"{anchored}{sep}{name}"
+    return spec
 
 
 def _as_spec(model) -> tuple[str, str]:
     """(spec, display name): strings pass through; modules and factories are registered by name."""
     if isinstance(model, str):
-        return model, model
+        return _from_root(model), model
     holder = sys.modules.setdefault(_LIVE, types.ModuleType(_LIVE))
     holder.__archscan_live__ = True   # objects the caller passed in Python: any factory is theirs to give
     name = f"m{next(_counter)}"

@@ -248,6 +248,21 @@ def test_assert_leakage_passes_resistant_spec():
     assert report["gate"]["passed"] and report["scores"]["verdict"] == "RESISTANT"
 
 
+def test_plugin_specs_are_relative_to_the_rootdir(pytester):
+    pytester.makefile(".ini", pytest="[pytest]\n")
+    models = pytester.mkdir("models")
+    (models / "net.py").write_text("import torch\n"
+                                   "def net():\n"
+                                   "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))\n")
+    tests = pytester.mkdir("tests")
+    (tests / "test_m.py").write_text("def test_spec(archscan_scan):\n"
+                                     "    assert archscan_scan('models/net.py:net', (1, 8, 8))['scores']['verdict'] == 'LEAKS'\n")
+    import os
+    os.chdir(tests)   # pytest run from tests/: the spec still names models/ under the rootdir
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", str(tests / "test_m.py"))
+    result.assert_outcomes(passed=1)
+
+
 def test_plugin_fixtures_in_a_user_test_suite(pytester):
     pytester.makepyfile(test_user="""
         import torch
