@@ -175,3 +175,15 @@ def test_init_creates_the_file_and_prints(tmp_path, monkeypatch, capsys):
     write_template(tmp_path / "pyproject.toml")
     assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["archscan"] == {"fail-on": "leaks"}
     assert main(["init", "--input-shape", "3,x,1", "--file", "other.toml"]) == 2
+
+
+def test_validate_reads_the_table_and_flags_override(tmp_path, monkeypatch, capsys):
+    import json
+    monkeypatch.chdir(project(tmp_path, f'model = "{ZOO_ABS}:cnn_narrow"\ninput-shape = [3, 32, 32]\nseed = 1\n'))
+    assert main(["validate", "--attacks", "prior", "--images", "1", "--local", "off", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["spec"].endswith("paper_zoo.py:cnn_narrow") and report["threat_model"]["seed"] == 1
+    assert main(["validate", "--attacks", "prior", "--images", "1", "--local", "off", "--format", "json",
+                 "--seed", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["threat_model"]["seed"] == 2
+    assert main(["validate", "--no-config", "--attacks", "prior", "--images", "1"]) == 2

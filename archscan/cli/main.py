@@ -14,6 +14,7 @@ from pathlib import Path
 from archscan import __version__
 from archscan.cli import boundary
 from archscan.cli.boundary import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK
+from archscan.cli.settings import no_config, settings
 from archscan.cli.validate import add_validate_parser, run_validate
 from archscan.errors import InputError
 
@@ -111,22 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings(args, defaults: dict) -> dict:
-    """Command line over [tool.archscan] over ``defaults`` (only the keys in ``defaults``)."""
-    from archscan.config.pyproject import FileConfig, load, merge
-    from archscan.model.load import parse_model_args
-    cli = {k: getattr(args, k, None) for k in defaults}
-    cli["model_args"] = parse_model_args(args.model_arg) if getattr(args, "model_arg", None) else None
-    file = FileConfig() if _no_config(args) else load(args.config)
-    return merge(cli, file, defaults)
-
-
-def _no_config(args) -> bool:
-    """--no-config or ARCHSCAN_NO_CONFIG=1 (CI on untrusted pull requests: their pyproject.toml
-    could name any model file, which is code that runs)."""
-    return bool(getattr(args, "no_config", False)) or os.environ.get("ARCHSCAN_NO_CONFIG") == "1"
-
-
 def _options(s: dict):
     from archscan.config import ScanOptions
     from archscan.config.values import parse_shape
@@ -161,7 +146,7 @@ def _inputs(s: dict, args) -> dict:
     """What the user gave that an output must never overwrite."""
     model = s["model"] if s["model"].endswith(".pt2") else s["model"].rpartition(":")[0]
     from archscan.config.pyproject import find_pyproject
-    config = getattr(args, "config", None) or (None if _no_config(args) else find_pyproject())
+    config = getattr(args, "config", None) or (None if no_config(args) else find_pyproject())
     return {"model's file": model if os.path.isfile(model) else None, "--weights checkpoint": s.get("weights"),
             "--baseline report": s.get("baseline"), "configuration file": str(config) if config else None}
 

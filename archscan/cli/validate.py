@@ -14,14 +14,14 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--zoo", help="a manifest.toml: validate every model in it and report the Spearman correlation")
     p.add_argument("--all", action="store_true", help="with --zoo: include models marked fast = false")
     p.add_argument("--input-shape", help="C,H,W of one image, e.g. 3,32,32")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--weights")
+    p.add_argument("--num-classes", type=int, help="passed to the factory when it takes num_classes")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="passed to the factory")
+    p.add_argument("--weights", help="state_dict checkpoint (loaded with weights_only=True)")
     p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
                    help="comma-separated: prior, analytic, rgap, hybrid, ig, dlg, april")
     p.add_argument("--images", default="4", help="a number of bundled photos, a folder of PNG/JPEG, or 'synthetic'")
     p.add_argument("--n-images", type=int, default=None, help="with --images DIR/synthetic: how many")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--device", help="cpu (default) or cuda[:N]")
     p.add_argument("--fast", action="store_true", help="fewer optimisation steps (tests, quick looks)")
     p.add_argument("--budget", choices=("fast", "default", "thorough"),
                    help="tuned attacks: run each optimisation attack over a hyperparameter grid of this size "
@@ -29,30 +29,42 @@ def add_validate_parser(sub) -> None:
                         "one (by gradient match); without it each attack runs its one default configuration")
     p.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE", dest="set_",
                    help="an attack setting applied to every run of that attack, e.g. ig.iterations=300")
-    p.add_argument("--labels", choices=("known", "inferred"), default="inferred")
-    p.add_argument("--bn-mode", choices=("eval", "train"), default="eval")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--local", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--labels", choices=("known", "inferred"), help="default inferred")
+    p.add_argument("--bn-mode", choices=("eval", "train"), help="default eval")
+    p.add_argument("--seed", type=int, help="every random draw (weights, images, attacks) from it; default 0")
+    p.add_argument("--local", choices=("auto", "on", "off"),
                    help="scan's optimisation-attack view in the prediction (default auto, as scan)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="the report on stdout and in -o")
     p.add_argument("-o", "--output", help="a folder: report.json/.txt, grid.png (or scatter.png) go there")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--config", help="read [tool.archscan] from this pyproject.toml (default: discovered)")
+    p.add_argument("--no-config", action="store_true", help="ignore [tool.archscan]")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+# What validate takes from [tool.archscan] (the model and its threat model), with scan's defaults
+VALIDATE_DEFAULTS = {"model": None, "input_shape": None, "num_classes": None, "model_args": {}, "weights": None,
+                     "labels": "inferred", "bn_mode": "eval", "seed": 0, "local": "auto", "device": "cpu"}
 
 
 def _options(args):
     from archscan.config import ScanOptions
     from archscan.errors import InputError
     from archscan.config.values import parse_shape
-    from archscan.model.load import parse_model_args
     from archscan.validate.run import ValidateOptions, check_attacks
+    from archscan.cli.settings import settings
+    s = settings(args, VALIDATE_DEFAULTS)
+    if not args.zoo:
+        args.model = s["model"]
     source, n = (None, int(args.images)) if args.images.isdigit() else (args.images, args.n_images or 4)
     if n < 1:
         raise InputError("--images: need at least one image")
-    scan = ScanOptions(input_shape=parse_shape(args.input_shape), num_classes=args.num_classes,
-                       labels=args.labels, bn_mode=args.bn_mode, seed=args.seed, weights=args.weights,
-                       model_args=parse_model_args(args.model_arg), local=args.local)
+    if s["seed"] < 0:
+        raise InputError(f"--seed {s['seed']}: must be >= 0")
+    scan = ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
+                       labels=s["labels"], bn_mode=s["bn_mode"], seed=s["seed"], weights=s["weights"],
+                       model_args=s["model_args"], local=s["local"])
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])
-    return ValidateOptions(scan=scan, attacks=attacks, images=source, n_images=n, device=args.device, fast=args.fast,
+    return ValidateOptions(scan=scan, attacks=attacks, images=source, n_images=n, device=s["device"], fast=args.fast,
                            settings=parse_settings(args.set_), budget=args.budget)
 
 
