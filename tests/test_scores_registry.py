@@ -93,3 +93,21 @@ def test_scan_and_the_attacks_share_one_vocabulary():
                 assert step.kind == ("act" if kind.attack[0] not in ("reshape", "linear", "conv") else kind.attack[0])
             checked += 1
     assert checked >= 15
+
+
+def test_docs_rules_md_is_the_catalogue():
+    from pathlib import Path
+    from archscan.report.catalogue import rules_document
+    path = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
+    assert path.read_text(encoding="utf-8") == rules_document(), \
+        "regenerate: python -c 'from archscan.report.catalogue import rules_document as d; open(\"docs/rules.md\",\"w\").write(d())'"
+
+
+def test_archscan_rule_explains_one_id_or_lists_them(capsys):
+    from archscan.cli.main import main
+    from archscan.report.catalogue import RULES
+    assert main(["rule"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(RULES)
+    assert main(["rule", "as003"]) == 0
+    assert capsys.readouterr().out.startswith("## AS003 layer-input-determined")
+    assert main(["rule", "AS999"]) == 2

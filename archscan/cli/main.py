@@ -101,6 +101,25 @@ def _init_parser(sub) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _rule_parser(sub) -> None:
+    p = sub.add_parser("rule", help="explain a finding id (AS001...), or list them all")
+    p.add_argument("id", nargs="?", help="a finding or gate-check id, e.g. AS003")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run_rule(args) -> int:
+    from archscan.report.catalogue import RULES, rule_page
+    if args.id is None:
+        for rid in sorted(RULES):
+            print(f"{rid}  {RULES[rid].level:<7}  {RULES[rid].short}")
+        return EXIT_OK
+    rid = args.id.strip().upper()
+    if rid not in RULES:
+        raise InputError(f"rule {args.id}: no such id (ids: {', '.join(sorted(RULES))})")
+    sys.stdout.write(rule_page(RULES[rid]))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archscan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"archscan {__version__}")
@@ -109,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compare_parser(sub)
     _init_parser(sub)
     add_validate_parser(sub)
+    _rule_parser(sub)
     return parser
 
 
@@ -218,5 +238,5 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     debug = getattr(args, "debug", False) or os.environ.get("ARCHSCAN_DEBUG") == "1"
-    handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate}
+    handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate, "rule": run_rule}
     return boundary.run(handlers[args.command], args, debug)

@@ -60,7 +60,8 @@ def _driver(report: dict, ids: list[str]) -> dict:
 
 def _rule(r) -> dict:
     return {"id": r.id, "name": r.name, "shortDescription": {"text": r.short}, "fullDescription": {"text": r.full},
-            "help": {"text": r.full, "markdown": f"**{r.short}**\n\n{r.full}"},
+            "help": {"text": f"{r.full} (archscan rule {r.id})",
+                     "markdown": f"**{r.short}**\n\n{r.full}\n\n`archscan rule {r.id}`; all rules: docs/rules.md"},
             "defaultConfiguration": {"level": r.level},
             "properties": {"tags": list(r.tags), "precision": "high", "problem.severity": _problem(r.level),
                            "security-severity": f"{r.security_severity:.1f}"}}

@@ -88,3 +88,17 @@ RULES: dict[str, Rule] = {r.id: r for r in _RULES}
 def rule(rule_id: str) -> Rule:
     """The catalogued rule, or a generic one for an id this version does not know (never fails)."""
     return RULES.get(rule_id) or Rule(rule_id, f"rule-{rule_id.lower()}", rule_id, rule_id, "warning", 5.0)
+
+
+def rule_page(r: Rule) -> str:
+    """One rule as Markdown (``archscan rule ID`` and ``docs/rules.md``)."""
+    return (f"## {r.id} {r.name}\n\n**{r.short}.** {r.full}\n\n"
+            f"Default level `{r.level}`, security severity {r.security_severity:.1f}; tags {', '.join(r.tags)}.\n")
+
+
+def rules_document() -> str:
+    """docs/rules.md: every rule, in id order (a test keeps the file in step with this table)."""
+    head = ("# archscan rules\n\nEvery finding and gate check has a stable id; ids never change meaning "
+            "and are never reused. `archscan rule ID` prints one; SARIF results link here.\n")
+    return "\n".join([head] + [rule_page(RULES[i]) for i in sorted(RULES)])
+
