@@ -109,3 +109,26 @@ def test_applicable_reasons():
     assert "no Conv2d reads the image" in april.applicable(mlp)
     assert "not a chain" in get_attack("rgap").applicable(_Residual())
     assert "not a chain" in get_attack("rgap").applicable(_Residual(), (3, 8, 8))
+
+
+def test_chain_is_a_one_path_dag_from_the_shared_trace():
+    """Chains and DAGs are one walk of the one fx trace (archscan/model/fxgraph.py): a chain model
+    gives the same steps, shapes and head either way, and no attack traces the model itself."""
+    import re
+    from pathlib import Path
+
+    from archscan.validate.attacks.chain import build_chain
+    from archscan.validate.attacks.dag import build_dag
+
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(4, 4, 3, 2, 1),
+                          nn.Tanh(), nn.Flatten(), nn.Linear(64, 10), nn.Identity()).double()
+    chain, dag = build_chain(model, (3, 8, 8)), build_dag(model, (3, 8, 8))
+    fields = lambda s: (s.kind, s.name, s.act, s.params, s.in_shape, s.out_shape)  # noqa: E731
+    assert [fields(n.step) for n in dag.nodes] == [fields(s) for s in chain.steps]
+    assert [n.inputs for n in dag.nodes] == [[i - 1] for i in range(len(chain.steps))]
+    assert dag.head == chain.head == 5
+    validate = Path(__file__).resolve().parents[1] / "archscan" / "validate"
+    tracers = [str(p) for p in validate.rglob("*.py")
+               if re.search(r"symbolic_trace|ShapeProp|fx\.Tracer|\.passes\.shape_prop", p.read_text())]
+    assert not tracers, f"trace through archscan.model.fxgraph, not again in {tracers}"

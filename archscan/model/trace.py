@@ -104,11 +104,8 @@ def _trace_message(loaded, fx_error, ex_error) -> str:
 
 
 def _fx_nodes(model: nn.Module, example) -> list:
-    tracer = fx.Tracer()
-    tracer.record_stack_traces = True
-    graph = tracer.trace(model)
-    gm = fx.GraphModule(model, graph)
-    ShapeProp(gm).propagate(example)
+    from archscan.model.fxgraph import traced   # the one fx trace, shared with the attacks
+    gm = traced(model, example)
     modules = dict(model.named_modules())
     return [_fx_node(n, modules, gm) for n in gm.graph.nodes]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archscan.model.fxgraph import trace
 from archscan.validate.attacks.base import Attack, Target, gradients_as
 
 _RESHAPES = {"flatten", "view", "reshape", "contiguous"}
@@ -176,7 +177,7 @@ def image_linear(model: nn.Module, input_shape: tuple) -> str | None:
 def _image_linear_fx(model: nn.Module) -> str | None:
     """Shape-free version of :func:`image_linear`: follow the traced graph from the input."""
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = trace(model).graph
     except Exception:  # noqa: BLE001 - untraceable models simply cannot be checked this way
         return None
     current = next(n for n in graph.nodes if n.op == "placeholder")

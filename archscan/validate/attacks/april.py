@@ -10,10 +10,10 @@ channel, ``dW_c = G X_c`` with ``G`` the filters x patches matrix of ``g`` and `
 of the image: one least-squares solve (dense, ``G`` is as small as the token count).  Other conv
 geometries use the gradient rows of :class:`~.layer_system.LayerSystem` (LSQR or dense).
 
-The pattern is found with ``torch.fx``: a Conv2d reading the image, followed only by layout
-operations (flatten, reshape, view, transpose, permute, contiguous, concatenation with tensors
-that do not depend on the image) up to an addition of an ``nn.Parameter`` of the same shape as
-the token sequence.
+The pattern is found in the model's ``torch.fx`` trace (scan's, :mod:`archscan.model.fxgraph`):
+a Conv2d reading the image, followed only by layout operations (flatten, reshape, view, transpose,
+permute, contiguous, concatenation with tensors that do not depend on the image) up to an addition
+of an ``nn.Parameter`` of the same shape as the token sequence.
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archscan.model.fxgraph import propagate, trace
 from archscan.validate.attacks.analytic import head_labels, param_key
 from archscan.validate.attacks.base import Attack, Target, gradients_as, prepare_model
-from archscan.validate.attacks.chain import _is_shape_query
+from archscan.validate.attacks.graph import is_shape_query
 from archscan.validate.attacks.layer_system import LayerSystem
 from archscan.validate.attacks.solvers import solve_system
 from archscan.validate.attacks.steps import Step
@@ -54,7 +55,7 @@ def _depends_on(node, sources: set, memo: dict) -> bool:
     """True when ``node`` (transitively) reads the values of one of ``sources`` (sizes do not count)."""
     if node in sources:
         return True
-    if _is_shape_query(node, set()):
+    if is_shape_query(node, set()):
         return False
     if node not in memo:
         memo[node] = any(_depends_on(n, sources, memo) for n in node.all_input_nodes)
@@ -67,7 +68,7 @@ def find_pattern(model: nn.Module):
     ``token node`` is the addend that is not the parameter: ``layout(conv(x))``.
     """
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = trace(model)
     except Exception as exc:  # noqa: BLE001 - untraceable models have no detectable pattern
         return f"not traceable by torch.fx ({type(exc).__name__})"
     image = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -89,7 +90,7 @@ def _follow(gm, conv, image):
     memo: dict = {}
     current = conv
     for _ in range(64):
-        users = [u for u in current.users if not _is_shape_query(u, set())]
+        users = [u for u in current.users if not is_shape_query(u, set())]
         if len(users) != 1:
             return f"the output of {conv.target} is used {len(users)} times before any positional embedding"
         user = users[0]
@@ -249,7 +250,7 @@ class AprilAttack(Attack):
         ref = next(model.parameters())
         probe = torch.zeros((1, *input_shape), device=ref.device, dtype=ref.dtype)
         try:
-            torch.fx.passes.shape_prop.ShapeProp(gm).propagate(probe)
+            propagate(gm, probe)
         except Exception as exc:  # noqa: BLE001 - wrong input shape for this model
             return f"the model does not run on input shape {tuple(input_shape)} ({type(exc).__name__})"
         shape = tuple(token.meta["tensor_meta"].shape)
@@ -266,8 +267,7 @@ class AprilAttack(Attack):
     def _run(self, target: Target, seed: int):
         model = prepare_model(target.model, target.device, torch.float64)
         gm, conv_node, _, pname, token = find_pattern(model)
-        torch.fx.passes.shape_prop.ShapeProp(gm).propagate(
-            torch.zeros((1, *target.input_shape), device=target.device, dtype=torch.float64))
+        propagate(gm, torch.zeros((1, *target.input_shape), device=target.device, dtype=torch.float64))
         layout = _layout_fn(gm, conv_node, token)
         out_shape = (1, *conv_node.meta["tensor_meta"].shape[1:])
         conv = gm.get_submodule(conv_node.target)

@@ -1,8 +1,9 @@
 """R-GAP beyond chains: parallel branches that read one tensor and meet again in ``torch.cat``.
 
-A DAG model is traced with ``torch.fx`` into :class:`Node` s (the :class:`~.chain.Step` kinds plus
-``"cat"``).  Every tensor other than the logits is read either by exactly one element-wise,
-reshape or concatenation node, or by one or more Conv2d / Linear layers.  The recursion goes from
+A DAG model is walked (:func:`~.graph.walk`, as a chain is, under the DAG's link rule) into
+:class:`~.graph.Node` s (the :class:`~.steps.Step` kinds plus ``"cat"``).  Every tensor other than
+the logits is read either by exactly one element-wise, reshape or concatenation node, or by one or
+more Conv2d / Linear layers.  The recursion goes from
 the Linear head down in reverse topological order:
 
 * below an element-wise step or reshape: as in the chain (:func:`~.recursion.descend_elementwise`);
@@ -22,10 +23,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from archscan.validate.attacks.activations import act_forward
 from archscan.validate.attacks.analytic import param_key
-from archscan.validate.attacks.chain import _BRANCH_FNS, _arg, _is_shape_query, probe_image
-from archscan.validate.attacks.steps import Step
+from archscan.validate.attacks.graph import (
+    BRANCH_FNS,
+    PARAMETRIC,
+    Node,
+    apply_step,
+    call_arg,
+    locate_head,
+    reproduces,
+    shaped,
+    walk,
+)
 from archscan.validate.attacks.layer_system import LayerSystem
 from archscan.validate.attacks.recursion import (
     State,
@@ -35,22 +44,8 @@ from archscan.validate.attacks.recursion import (
     top_state,
 )
 from archscan.validate.attacks.solvers import solve_system
-from archscan.validate.attacks.vocabulary import module_step, node_step
-
-_PARAMETRIC = ("conv", "linear")
-
-
-@dataclass
-class Node:
-    """One tensor operation: a :class:`Step` plus the indices of the nodes it reads.
-
-    ``inputs`` index :attr:`Dag.nodes`; ``-1`` is the image.  ``cat_dim`` is the concatenation
-    dimension of a ``"cat"`` step (batch dimension excluded).
-    """
-
-    step: Step
-    inputs: list = field(default_factory=list)
-    cat_dim: int = 0
+from archscan.validate.attacks.steps import Step
+from archscan.validate.attacks.vocabulary import op_step
 
 
 @dataclass
@@ -87,65 +82,42 @@ class StackedSystem:
         return float((self.apply(x) - rhs).norm() / rhs.norm().clamp_min(1e-300))
 
 
-def _cat_node(node, index_of, shape_nodes):
+def _cat_node(node, index_of):
     """A ``torch.cat`` of distinct traced tensors: a Node, or the reason it is not supported."""
-    tensors = _arg(node, 0, "tensors", None)
+    tensors = call_arg(node, 0, "tensors", None)
     if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, torch.fx.Node) for t in tensors):
         return f"concatenation at {node.name} of something other than traced tensors"
     if len(set(tensors)) != len(tensors) or any(t not in index_of for t in tensors):
         return f"concatenation at {node.name} repeats a tensor or reads a constant"
-    dim = _arg(node, 1, "dim", 0)
+    dim = call_arg(node, 1, "dim", 0)
     if not isinstance(dim, int):
         return f"concatenation at {node.name} along a non-constant dimension"
     return Node(Step("cat", node.name, node=node), [index_of[t] for t in tensors], dim)
 
 
-def _classify(node, gm, index_of, shape_nodes):
-    """Node for one traced tensor operation, or the reason the DAG recursion cannot use it."""
+def _link(node, gm, index_of: dict, shape_nodes: set):
+    """The DAG's rule: one input per op, except ``torch.cat``, which joins branches."""
     if node.op == "get_attr":
         return f"{node.name} uses a parameter outside a layer"
     if node.op == "call_function" and node.target is torch.cat:
-        return _cat_node(node, index_of, shape_nodes)
-    if node.target in _BRANCH_FNS:
-        return f"{_BRANCH_FNS[node.target]} at {node.name}: only concatenation of branches is supported"
+        return _cat_node(node, index_of)
+    if node.target in BRANCH_FNS:
+        return f"{BRANCH_FNS[node.target]} at {node.name}: only concatenation of branches is supported"
     tensors = [n for n in node.all_input_nodes if n not in shape_nodes]
     if len(tensors) != 1 or tensors[0] not in index_of:
         return f"{node.name} reads {len(tensors)} tensors: only concatenation may join branches"
-    step = (module_step(node.target, gm.get_submodule(node.target)) if node.op == "call_module"
-            else node_step(node))
-    if isinstance(step, str):
-        return step
-    step.node = node
-    return Node(step, [index_of[tensors[0]]])
+    step = op_step(node, gm)
+    return step if isinstance(step, str) else Node(step, [index_of[tensors[0]]])
+
+
+def _end(out, index_of: dict) -> str | None:
+    single = isinstance(out, torch.fx.Node) and out in index_of and index_of[out] >= 0
+    return None if single else "the output is not a single traced tensor"
 
 
 def trace_dag(model: nn.Module):
     """Trace ``model`` into ``(graph module, nodes, output index)`` or the reason it cannot."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means "not a static graph"
-        return f"not traceable by torch.fx ({type(exc).__name__})"
-    nodes, index_of, shape_nodes, out = [], {}, set(), None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            if index_of:
-                return "more than one input"
-            index_of[node] = -1
-            continue
-        if node.op == "output":
-            out = node.args[0]
-            break
-        if _is_shape_query(node, shape_nodes):
-            shape_nodes.add(node)
-            continue
-        made = _classify(node, gm, index_of, shape_nodes)
-        if isinstance(made, str):
-            return made
-        index_of[node] = len(nodes)
-        nodes.append(made)
-    if not isinstance(out, torch.fx.Node) or out not in index_of or index_of[out] < 0:
-        return "the output is not a single traced tensor"
-    return gm, nodes, index_of[out]
+    return walk(model, _link, _end)
 
 
 def build_dag(model: nn.Module, input_shape: tuple):
@@ -156,15 +128,10 @@ def build_dag(model: nn.Module, input_shape: tuple):
     Dag or str
         The DAG, or the reason R-GAP cannot attack this model.
     """
-    traced = trace_dag(model)
-    if isinstance(traced, str):
-        return traced
-    gm, nodes, out = traced
-    probe = probe_image(model, input_shape)
-    torch.fx.passes.shape_prop.ShapeProp(gm).propagate(probe)
-    for n in nodes:
-        n.step.out_shape = tuple(n.step.node.meta["tensor_meta"].shape[1:])
-        n.step.in_shape = tuple(input_shape) if n.inputs[0] < 0 else nodes[n.inputs[0]].step.out_shape
+    built = shaped(model, input_shape, trace_dag(model))
+    if isinstance(built, str):
+        return built
+    nodes, out, probe = built
     users = {i: [] for i in range(-1, len(nodes))}
     for j, n in enumerate(nodes):
         for i in n.inputs:
@@ -173,17 +140,16 @@ def build_dag(model: nn.Module, input_shape: tuple):
     reason = _check_structure(dag, out)
     if reason:
         return reason
-    with torch.no_grad():
-        same = torch.allclose(run_dag(dag, probe), model(probe), rtol=1e-6, atol=1e-9)
+    same = reproduces(lambda x: run_dag(dag, x), model, probe)
     return dag if same else "internal error: traced graph does not reproduce the model"
 
 
 def _check_structure(dag: Dag, out: int) -> str | None:
     """Locate the head and check every tensor's readers fit the recursion (None if they do)."""
-    params = [i for i, n in enumerate(dag.nodes) if n.step.kind in _PARAMETRIC]
-    if not params or dag.nodes[params[-1]].step.kind != "linear":
-        return "the last layer with parameters is not a Linear classifier head"
-    dag.head = params[-1]
+    head = locate_head([n.step for n in dag.nodes])
+    if isinstance(head, str):
+        return head
+    dag.head = head
     index = out
     while index != dag.head:  # logits = head output through identities/reshapes only
         step = dag.nodes[index].step
@@ -204,7 +170,7 @@ def _check_structure(dag: Dag, out: int) -> str | None:
             if i != dag.head:
                 return f"{name} is computed but not used"
             continue
-        if len(readers) > 1 and not all(s.kind in _PARAMETRIC for s in readers):
+        if len(readers) > 1 and not all(s.kind in PARAMETRIC for s in readers):
             return f"{name} is read by several operations that are not all Conv2d/Linear layers"
         if any(j > dag.head for j in dag.users[i]) and i != dag.head:
             return f"{name} is used after the Linear head"
@@ -215,15 +181,8 @@ def run_dag(dag: Dag, x: torch.Tensor) -> torch.Tensor:
     """Forward a batch through the DAG (its own interpretation of the model); the last node's value."""
     values = {-1: x}
     for i, n in enumerate(dag.nodes):
-        step, inp = n.step, [values[j] for j in n.inputs]
-        if step.kind in _PARAMETRIC:
-            values[i] = step.module(inp[0])
-        elif step.kind == "cat":
-            values[i] = torch.cat(inp, dim=n.cat_dim)
-        elif step.kind == "reshape":
-            values[i] = inp[0].reshape(inp[0].shape[0], *step.out_shape)
-        else:
-            values[i] = act_forward(step, inp[0])
+        inp = [values[j] for j in n.inputs]
+        values[i] = torch.cat(inp, dim=n.cat_dim) if n.step.kind == "cat" else apply_step(n.step, inp[0])
     return values[len(dag.nodes) - 1]
 
 
@@ -252,7 +211,7 @@ def _recursion(dag: Dag, grads: dict, label: int | None, settings: dict):
         if i in states:
             continue
         readers = dag.users[i]
-        if len(readers) == 1 and dag.nodes[readers[0]].step.kind not in _PARAMETRIC:
+        if len(readers) == 1 and dag.nodes[readers[0]].step.kind not in PARAMETRIC:
             node = dag.nodes[readers[0]]
             if node.step.kind == "cat":
                 for j, part in zip(node.inputs, _split_cat(node, dag, states[readers[0]])):

@@ -19,7 +19,8 @@ The operators are applied matrix-free (``conv2d``, ``conv2d_input``, ``conv2d_we
 system is solved with LSQR from zero, i.e. the minimum-norm least-squares solution, written in
 torch so it runs on any device.  Everything runs in float64 (float32 costs ~50 dB on exact cases).
 
-Layout: :mod:`.chain` (tracing, shapes, the chain's forward), :mod:`.activations` (element-wise
+Layout: :mod:`.graph` (the traced graph as steps, shared with :mod:`.dag`), :mod:`.chain` (the
+chain's link rule, shapes and checks, the chain's forward), :mod:`.activations` (element-wise
 inverses and slopes), :mod:`.layer_system` (one layer's operators and adjoints), :mod:`.solvers`
 (LSQR, dense least squares); this module holds the recursion and the attack, and re-exports the
 public names of the others.

@@ -39,3 +39,10 @@ def node_step(node):
     """Step for a traced function or method call."""
     kind = REGISTRY.for_method(node.target) if node.op == "call_method" else REGISTRY.for_function(node.target)
     return _step(kind, node.name, None, node.args, node.kwargs)
+
+
+def op_step(node, gm):
+    """Step for any traced tensor operation of ``gm`` (a submodule call or a function/method)."""
+    if node.op == "call_module":
+        return module_step(node.target, gm.get_submodule(node.target))
+    return node_step(node)
