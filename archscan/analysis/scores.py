@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
 from archscan_kernels import forward_matrix, gradient_matrix
 
 from archscan import config
@@ -33,7 +35,7 @@ def ra_index(layers: list[tuple[int, int, int]]) -> int:
     return int(best if best is not None else 0)
 
 
-def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int, rank: int | None = None) -> tuple[np.ndarray, str]:
     """Per-image ||P_null x||^2 for the image's state, and how it was computed."""
     energy = (X ** 2).sum(axis=1)
     if image.level == KNOWN:
@@ -45,14 +47,40 @@ def null_energy(image: Val, system, rows: str, X: np.ndarray, seed: int) -> tupl
         return energy * image.d / X.shape[1], "isotropic approximation d/n (no single layer reads the image)"
     n = X.shape[1]
     if n <= config.DENSE_PROJECTOR_MAX:
-        N = _null_basis(system, rows, seed)
+        N = null_basis(system, rows, seed, rank)
         extra = max(0, image.d - N.shape[1])  # directions lost to partial knowledge above
         lost = ((X @ N) ** 2).sum(axis=1) + energy * extra / n
         return lost, f"dense null space ({N.shape[1]} directions) + isotropic share of {extra} more"
     return energy * image.d / n, "isotropic approximation d/n (layer too large for a dense projector)"
 
 
-def _null_basis(system, rows: str, seed: int) -> np.ndarray:
+NULL_MARGIN = 8   # eigenpairs computed beyond the exact null dimension, to see the gap above it
+
+
+def null_basis(system, rows: str, seed: int, rank: int | None = None) -> np.ndarray:
+    """Orthonormal basis of the null space of the layer's rows (W and/or K at random values).
+
+    With the exact rank (from the rank engine) only the d + NULL_MARGIN smallest eigenpairs of the
+    Gram matrix are computed (LAPACK's subset solver): no full set of eigenvectors, 3-5x faster on
+    a 3072-unknown first layer.  The full eigendecomposition is the reference and the fallback."""
+    if rank is not None and rank >= system.unknowns:
+        return np.zeros((system.unknowns, 0))   # full column rank (exact): no null direction
+    U = _rows(system, rows, seed)
+    G = U.T @ U   # n x n Gram: cheaper than an SVD of the tall U
+    n = G.shape[0]
+    tol_of = lambda top: max(top, 1.0) * U.shape[0] * np.finfo(float).eps * 10   # noqa: E731
+    if rank is not None and n - rank + NULL_MARGIN < n // 2:
+        top = float(scipy.sparse.linalg.eigsh(G, k=1, which="LA", tol=1e-6, return_eigenvectors=False,
+                                              v0=np.ones(n))[0])   # the largest eigenvalue, for the tolerance
+        evals, evecs = scipy.linalg.eigh(G, subset_by_index=[0, n - rank + NULL_MARGIN - 1], driver="evr")
+        keep = evals <= tol_of(top)
+        if not keep.all():   # the gap above the null space is inside the subset: done
+            return evecs[:, keep]
+    evals, evecs = np.linalg.eigh(G)
+    return evecs[:, evals <= tol_of(evals.max())]
+
+
+def _rows(system, rows: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     geom = system.geometry
     parts = []
@@ -60,10 +88,7 @@ def _null_basis(system, rows: str, seed: int) -> np.ndarray:
         parts.append(forward_matrix(geom, rng.standard_normal((geom.F, geom.Cg, geom.kh, geom.kw))))
     if "K" in rows:
         parts.append(gradient_matrix(geom, rng.standard_normal((geom.F, geom.Ho, geom.Wo))))
-    U = np.vstack(parts)
-    evals, evecs = np.linalg.eigh(U.T @ U)  # n x n Gram: cheaper than an SVD of the tall U
-    tol = max(evals.max(), 1.0) * U.shape[0] * np.finfo(float).eps * 10
-    return evecs[:, evals <= tol]
+    return np.vstack(parts)
 
 
 def prior_sample(shape, seed: int) -> np.ndarray:
@@ -86,11 +111,11 @@ def psnr_of(mse: float) -> float:
     return config.PSNR_CAP if mse <= 10 ** (-config.PSNR_CAP / 10) else float(-10 * np.log10(mse))
 
 
-def predicted_quality(image: Val, system, rows: str, shape, seed: int) -> Quality:
+def predicted_quality(image: Val, system, rows: str, shape, seed: int, rank: int | None = None) -> Quality:
     """Leakage score (share of image variance determined) and predicted PSNR of the least-squares
     reconstruction with the prior mean in the null space."""
     X = prior_sample(shape, seed)
-    lost, how = null_energy(image, system, rows, X, seed)
+    lost, how = null_energy(image, system, rows, X, seed, rank)
     return quality_of(lost, X, how)
 
 
@@ -99,8 +124,8 @@ def chain_view(g, systems: dict, state, shape, seed: int) -> ChainView:
     name = next(n for n in nx.topological_sort(g) if g.nodes[n]["layer"].kind == "input")
     img = state.val.get(name, Val())
     via = systems.get(state.via.get(name))
-    rows = state.layer_rank.get(via.node.name, (0, "-"))[1] if via else "-"
-    quality = predicted_quality(img, via, rows, tuple(shape), seed)
+    rank, rows = state.layer_rank.get(via.node.name, (0, "-")) if via else (None, "-")
+    quality = predicted_quality(img, via, rows, tuple(shape), seed, rank)
     status = "determined" if img.level == KNOWN else ("blocked" if img.level == UNKNOWN else "partial")
     deficiency = {"determined": 0, "blocked": g.nodes[name]["layer"].out_size}.get(status, img.d)
     return ChainView(quality, status, deficiency, img.masked, (via.node.module_path or via.node.name) if via else None,

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from archscan.errors import InputError, TraceError
 from archscan.layers import REGISTRY
 from archscan.layers.flow import CONSTANT, IGNORE, INPUT, OUTPUT, UNSUPPORTED
+from archscan.model.fxgraph import traced   # the one fx trace, shared with the attacks
 from archscan.model.graph import LayerNode
 from archscan.model.load import LoadedModel, creation_site, user_frame
 
@@ -104,7 +104,6 @@ def _trace_message(loaded, fx_error, ex_error) -> str:
 
 
 def _fx_nodes(model: nn.Module, example) -> list:
-    from archscan.model.fxgraph import traced   # the one fx trace, shared with the attacks
     gm = traced(model, example)
     modules = dict(model.named_modules())
     return [_fx_node(n, modules, gm) for n in gm.graph.nodes]
