@@ -171,3 +171,35 @@ def test_padding_same_is_the_equivalent_integer_padding():
     assert [(l["rank"], l["deficiency"], l["status"]) for l in same["layers"]] == \
            [(l["rank"], l["deficiency"], l["status"]) for l in both["layers"]]
     assert same["scores"]["chain"]["verdict"] == both["scores"]["chain"]["verdict"]
+
+
+class _UnknownOp(nn.Module):
+    """conv -> an op no family handles (cos) -> Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.cos(self.conv(x)).flatten(1))
+
+
+def test_an_unknown_op_follows_the_one_rule_and_is_named_in_the_verdict():
+    from archscan.api import scan
+    from archscan.config import ScanOptions
+    from archscan.layers.flow import UNSUPPORTED, Transparent
+    # never blocks values, gradients only once its output is known (as archscan's own nonlinearities)
+    assert isinstance(UNSUPPORTED, Transparent) and UNSUPPORTED.value_for_gradient
+    import sys
+    sys.modules[__name__]._UnknownOp = _UnknownOp
+    report = scan(f"{__name__}:_UnknownOp", ScanOptions(input_shape=(1, 6, 6), local="on")).to_dict()
+    s = report["scores"]
+    assert "1 op no layer family handles (cos)" in s["verdict_note"]
+    assert "differentiated them exactly" in s["verdict_note"] and s["optimisation"]["status"] == "ran"
+    assert any(f["rule_id"] == "AS100" and "cos" in f["message"] for f in report["findings"])
+    # the Linear head with bias leaks cos(conv(x)): known values, so the gradient crosses to conv
+    conv = next(l for l in report["layers"] if l["name"] == "conv")
+    assert conv["attack"]["rows"] == "W+K"
+    off = scan(f"{__name__}:_UnknownOp", ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert "nothing checked them: the verdict is not verified" in off["scores"]["verdict_note"]

@@ -82,8 +82,9 @@ def _pair(v):
     return list(v) if v is not None else None
 
 
-def combine(chain: ChainView, opt: OptimisationView) -> dict:
-    """The model's verdict and the figures of the view that decides it (the larger leakage)."""
+def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...] = ()) -> dict:
+    """The model's verdict and the figures of the view that decides it (the larger leakage).
+    ``unsupported``: ops no layer family handles; the note says how the verdict treated them."""
     use_opt = opt.verdict is not None and opt.quality.leakage_score > chain.quality.leakage_score
     best = opt.quality if use_opt else chain.quality
     if opt.status == ViewStatus.RAN:
@@ -94,5 +95,16 @@ def combine(chain: ChainView, opt: OptimisationView) -> dict:
     else:
         verdict = Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED)
         note = f"the optimisation-attack view did not run: {opt.reason}"
+    if unsupported:
+        note = "; ".join(filter(None, [note, _unsupported_note(unsupported, opt)]))
     return {"verdict": verdict, "decided_by": "optimisation" if use_opt else "chain", "verdict_note": note,
             **_quality(best)}
+
+
+def _unsupported_note(ops: tuple[str, ...], opt: OptimisationView) -> str:
+    kinds = sorted(set(ops))
+    shown = ", ".join(kinds[:4]) + (f" and {len(kinds) - 4} more" if len(kinds) > 4 else "")
+    how = ("the optimisation view differentiated them exactly" if opt.status == ViewStatus.RAN
+           else "nothing checked them: the verdict is not verified")
+    return (f"{len(ops)} op{'s' if len(ops) > 1 else ''} no layer family handles ({shown}): the chain treats "
+            f"them as transparent for values and opaque for gradients until their output is known; {how}")

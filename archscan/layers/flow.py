@@ -184,9 +184,14 @@ class Constant(Flow):
 
 
 class Unsupported(Transparent):
-    """An op no family handles: transparent to the attacker (never counted as safe)."""
+    """An op no family handles.  The one rule for what archscan does not know: it never blocks the
+    chain (values pass to its inputs, as through a bijection), never drops a parameter's gradient
+    rows (a parametric layer below it keeps its own system), and never lets a gradient cross it
+    more easily than archscan's own nonlinearities do (only once its output value is known).  The
+    chain view is then an approximation at that op -- named (AS100) and stated in the verdict note
+    -- while the optimisation view differentiates the op exactly through autograd."""
 
-    name = "unsupported"
+    name, value_for_gradient = "unsupported", True
 
 
 INVERTIBLE, AMBIGUOUS, RELU, BIJECTIVE, DROPOUT = Invertible(), Ambiguous(), Relu(), Bijective(), Dropout()

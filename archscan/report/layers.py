@@ -73,8 +73,9 @@ def findings(g, systems, state, layers, image, scores, batch_size: int = 1) -> l
                                "exposes the gradient of this activation directly", layer.module_path or layer.name,
                                relpath(layer.source)))
         if layer.outcome == "unsupported":
-            out.append(Finding("AS100", "warning", f"unsupported op {layer.op_type} ({layer.reason}); treated as "
-                               "transparent to the attacker (conservative) and counted against coverage",
+            out.append(Finding("AS100", "warning", f"unsupported op {layer.op_type} ({layer.reason}); the chain "
+                               "passes values through it but gradients only once its output is known (docs/theory.md, "
+                               "unknown ops); counted against coverage",
                                layer.module_path or layer.name, relpath(layer.source)))
         elif layer.flow.name == "ambiguous":
             out.append(Finding("AS102", "note", f"{layer.op_type} has two pre-images for negative outputs; "
