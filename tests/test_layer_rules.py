@@ -203,3 +203,41 @@ def test_an_unknown_op_follows_the_one_rule_and_is_named_in_the_verdict():
     assert conv["attack"]["rows"] == "W+K"
     off = scan(f"{__name__}:_UnknownOp", ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
     assert "nothing checked them: the verdict is not verified" in off["scores"]["verdict_note"]
+
+
+class _Normed(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.norm = nn.LayerNorm(48) if how == "layer" else nn.GroupNorm(3, 3)
+        self.fc = nn.Linear(48, 3)
+
+    def forward(self, x):
+        if self.how == "layer":
+            return self.fc(self.norm(x.flatten(1)))
+        if self.how == "functional":
+            return self.fc(torch.nn.functional.layer_norm(x.reshape(x.shape[0], 3, 16), (16,)).flatten(1))
+        return self.fc(self.norm(x).flatten(1))
+
+
+def layer_norm():
+    return _Normed("layer")
+
+
+def functional_layer_norm():
+    return _Normed("functional")
+
+
+def group_norm():
+    return _Normed("group")
+
+
+@pytest.mark.parametrize("factory, lost", [("layer_norm", 2), ("functional_layer_norm", 2 * 3), ("group_norm", 2 * 3)])
+def test_sample_norms_leave_two_unknowns_per_group(factory, lost):
+    """The Linear head leaks the norm's output; the norm's input (the image) is then known up to
+    each group's mean and scale: 2 directions per token (LayerNorm) or per group (GroupNorm)."""
+    from archscan.api import scan
+    from archscan.config import ScanOptions
+    report = scan(f"{__name__}:{factory}", ScanOptions(input_shape=(3, 4, 4), local="off")).to_dict()
+    assert report["coverage"]["unsupported"] == 0
+    assert report["image"]["status"] == "partial" and report["image"]["deficiency"] == lost

@@ -33,6 +33,9 @@ class LayerKind:
     # names read from ``params``), or None with ``attack_why`` when they cannot step through it.
     attack: tuple | None = None
     attack_why: str = ""
+    # functions and module classes of packages archscan does not import (torchvision, timm), by
+    # their qualified name "package.module.name"
+    named: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.flow, Flow):
@@ -72,10 +75,16 @@ class Registry:
         return self.kinds[kind]
 
     def for_module(self, module):
-        return next((k for k in self.kinds.values() if k.modules and isinstance(module, k.modules)), None)
+        found = next((k for k in self.kinds.values() if k.modules and isinstance(module, k.modules)), None)
+        return found or self._named(f"{c.__module__}.{c.__qualname__}" for c in type(module).__mro__)
 
     def for_function(self, fn):
-        return next((k for k in self.kinds.values() if fn in k.functions), None)
+        found = next((k for k in self.kinds.values() if fn in k.functions), None)
+        return found or self._named([f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"])
+
+    def _named(self, names) -> LayerKind | None:
+        names = list(names)
+        return next((k for k in self.kinds.values() if any(n in k.named for n in names)), None)
 
     def for_method(self, name: str):
         name = canonical(name)

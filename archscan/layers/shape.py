@@ -20,6 +20,11 @@ KINDS = (
               attack_why="a permutation of the entries: the closed-form attacks take reshapes only"),
     LayerKind("dropout", "shape", DROPOUT, modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout),
               functions=(F.dropout,), attack=("identity", ())),
+    # stochastic depth / drop path: identity at eval, a random per-sample scaling at train (the mask
+    # assumed known to the attacker, as for dropout)
+    LayerKind("drop_path", "shape", DROPOUT, attack=("identity", ()),
+              named=("torchvision.ops.stochastic_depth.stochastic_depth", "torchvision.ops.stochastic_depth.StochasticDepth",
+                     "timm.layers.drop.DropPath", "timm.layers.drop.drop_path")),
     LayerKind("shape_query", "shape", IGNORE, methods=("size", "dim", "numel"),
               functions=(getattr,), aten=("aten.sym_size", "aten.sym_numel"),
               why="returns shape metadata, not a tensor the attack reconstructs"),

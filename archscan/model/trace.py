@@ -121,6 +121,15 @@ def _shape(node) -> tuple | None:
     return None
 
 
+def _no_tensor_out(n) -> bool:
+    """The op produced no tensor at all (``x.shape[1] // 2``, ``torch._assert(...)``): shape
+    propagation recorded no tensor metadata, not even inside a tuple."""
+    if "tensor_meta" in n.meta or isinstance(n.meta.get("val"), torch.Tensor):
+        return False
+    val = n.meta.get("val")
+    return not isinstance(val, (list, tuple)) or not any(isinstance(v, torch.Tensor) for v in val)
+
+
 def _tensor_inputs(node) -> list:
     return [a for a in node.all_input_nodes]
 
@@ -153,6 +162,9 @@ def _module_path(n) -> str:
 
 
 def _classify(n, rule, op_type, path, module) -> LayerNode:
+    if rule is None and _no_tensor_out(n):
+        return _record(n, "shape_arithmetic", IGNORE, op_type, path, None, outcome="ignored",
+                       reason="shape arithmetic or a shape assertion: no tensor reaches the attack")
     if rule is None:
         return _record(n, "unsupported", UNSUPPORTED, op_type, path, None, outcome="unsupported",
                        reason=f"no archscan rule for {op_type}")
