@@ -241,3 +241,61 @@ def test_sample_norms_leave_two_unknowns_per_group(factory, lost):
     report = scan(f"{__name__}:{factory}", ScanOptions(input_shape=(3, 4, 4), local="off")).to_dict()
     assert report["coverage"]["unsupported"] == 0
     assert report["image"]["status"] == "partial" and report["image"]["deficiency"] == lost
+
+
+class _Scaled(nn.Module):
+    """The image scaled (by a number, a learned layer scale, or itself) before a leaking Linear head."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.gamma = how, nn.Parameter(torch.full((48,), 0.5))
+        self.fc = nn.Linear(48, 3)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        x = {"number": lambda: x * 2.0, "layer_scale": lambda: x * self.gamma, "divide": lambda: x / 3.0,
+             "square": lambda: x * x}[self.how]()
+        return self.fc(x)
+
+
+def scaled_number():
+    return _Scaled("number")
+
+
+def scaled_layer_scale():
+    return _Scaled("layer_scale")
+
+
+def scaled_divide():
+    return _Scaled("divide")
+
+
+def scaled_square():
+    return _Scaled("square")
+
+
+@pytest.mark.parametrize("factory", ["scaled_number", "scaled_layer_scale", "scaled_divide", "scaled_square"])
+def test_products_by_known_factors_pass_values(factory):
+    from archscan.api import scan
+    from archscan.config import ScanOptions
+    report = scan(f"{__name__}:{factory}", ScanOptions(input_shape=(3, 4, 4), local="off")).to_dict()
+    assert report["coverage"]["unsupported"] == 0
+    assert report["image"]["status"] == "determined"
+
+
+def test_a_product_of_two_unknown_tensors_needs_the_other_factor():
+    from archscan.layers.flow import KNOWN, PRODUCT, UNKNOWN, Val
+
+    class Node:
+        name, inputs, params = "u", ("x", "h"), {"operands": 2}
+
+    class Ctx:
+        def __init__(self, h):
+            self.h = h
+
+        def val(self, name):
+            return Val(KNOWN) if name == "h" and self.h else Val(UNKNOWN)
+
+    assert PRODUCT.back(Node, Val(KNOWN), Ctx(h=True)) == [("x", Val(KNOWN))]
+    assert PRODUCT.back(Node, Val(KNOWN), Ctx(h=False)) == []
+    assert PRODUCT.gradient_needs(Node, "x") == ("h",) and PRODUCT.gradient_needs(Node, "h") == ("x",)

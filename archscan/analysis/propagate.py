@@ -137,17 +137,17 @@ def _grad_known(g, n, st) -> bool:
     """Gradient of tensor n is known when every consumer's contribution can be formed."""
     consumers = [g.nodes[c]["layer"] for c in g.successors(n)]
     consumers = [c for c in consumers if c.flow.contributes_gradient]
-    return bool(consumers) and all(_contribution(c, st) for c in consumers)
+    return bool(consumers) and all(_contribution(c, n, st) for c in consumers)
 
 
-def _contribution(layer, st) -> bool:
+def _contribution(layer, toward: str, st) -> bool:
+    """Can the attacker carry ``layer``'s output gradient to its input ``toward``?"""
     if layer.flow.is_loss:
         return True  # loss gradient: label known or inferred (iDLG)
     if not st.grad.get(layer.name):
         return False
-    if layer.flow.value_for_gradient:
-        return st.val.get(layer.name, Val()).level == KNOWN  # sigma' is read off the output
-    return True
+    # e.g. sigma' read off an activation's output, or the other factor of a product
+    return all(st.val.get(v, Val()).level == KNOWN for v in layer.flow.gradient_needs(layer, toward))
 
 
 def usable_rank(sys: LayerSystem, out: Val, grad: bool) -> tuple[int, str]:

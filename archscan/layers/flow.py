@@ -57,6 +57,11 @@ class Flow:
     def back(self, node, out: Val, ctx: Context) -> list[tuple[str, Val]]:
         return []
 
+    def gradient_needs(self, node, toward: str) -> tuple[str, ...]:
+        """Tensors whose values the attacker needs to carry this op's output gradient to its input
+        ``toward``: its own output when the derivative is read off it (``value_for_gradient``)."""
+        return (node.name,) if self.value_for_gradient else ()
+
     def __repr__(self) -> str:
         return f"<flow {self.name}>"
 
@@ -140,6 +145,28 @@ class Add(Flow):
         return found
 
 
+class Product(Flow):
+    """u = x * h (or x / h): x = u / h once h is known (a non-zero factor, generic), and the
+    gradient reaching x is du * h, so it needs h's value.  A scale by a number or by a learned
+    constant (layer scale) is a bijection; a gate computed from the same tensor (squeeze-excitation)
+    passes once the gate is known.  The same tensor on both sides (x * x) is treated like an
+    activation with two pre-images, assumed resolved (attacker-favourable)."""
+
+    name = "product"
+
+    def back(self, node, out, ctx):
+        if out.level == UNKNOWN:
+            return []
+        if node.params.get("operands", 1) > len(node.inputs):   # x * x
+            return [(p, out) for p in node.inputs]
+        return [(p, out) for p in node.inputs if all(ctx.val(q).level == KNOWN for q in node.inputs if q != p)]
+
+    def gradient_needs(self, node, toward):
+        if node.params.get("operands", 1) > len(node.inputs):
+            return (node.name,)
+        return tuple(q for q in node.inputs if q != toward)
+
+
 class Cat(Flow):
     """Concatenation: each part's values and gradients pass."""
 
@@ -196,4 +223,5 @@ class Unsupported(Transparent):
 
 INVERTIBLE, AMBIGUOUS, RELU, BIJECTIVE, DROPOUT = Invertible(), Ambiguous(), Relu(), Bijective(), Dropout()
 POOL, ADD, CAT, PARAMETRIC, IGNORE = Pool(), Add(), Cat(), Parametric(), Ignore()
+PRODUCT = Product()
 OUTPUT, INPUT, CONSTANT, UNSUPPORTED = Output(), Input(), Constant(), Unsupported()
