@@ -299,3 +299,38 @@ def test_a_product_of_two_unknown_tensors_needs_the_other_factor():
     assert PRODUCT.back(Node, Val(KNOWN), Ctx(h=True)) == [("x", Val(KNOWN))]
     assert PRODUCT.back(Node, Val(KNOWN), Ctx(h=False)) == []
     assert PRODUCT.gradient_needs(Node, "x") == ("h",) and PRODUCT.gradient_needs(Node, "h") == ("x",)
+
+
+class _FunctionalConv(nn.Module):
+    """F.conv2d with parameter weights: the same parametric layer as nn.Conv2d."""
+
+    def __init__(self, functional):
+        super().__init__()
+        self.functional = functional
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        if self.functional:
+            x = torch.nn.functional.conv2d(x, self.conv.weight, self.conv.bias, stride=2, padding=1)
+        else:
+            x = self.conv(x)
+        return self.fc(torch.tanh(x).flatten(1))
+
+
+def functional_conv():
+    return _FunctionalConv(True)
+
+
+def module_conv():
+    return _FunctionalConv(False)
+
+
+def test_functional_conv_with_parameter_weights_is_the_module_layer():
+    from archscan.api import scan
+    from archscan.config import ScanOptions
+    reports = [scan(f"{__name__}:{f}", ScanOptions(input_shape=(3, 8, 8), local="off")).to_dict()
+               for f in ("functional_conv", "module_conv")]
+    convs = [next(l for l in r["layers"] if l["type"] in ("conv2d", "Conv2d")) for r in reports]
+    assert convs[0]["rows"] == convs[1]["rows"] and convs[0]["attack"] == convs[1]["attack"]
+    assert reports[0]["scores"]["verdict"] == reports[1]["scores"]["verdict"]
