@@ -9,9 +9,9 @@ DEFAULT_ATTACKS = ("prior", "analytic", "rgap", "hybrid", "ig", "april")  # vali
 PRIOR_IMAGES = 24         # natural-image crops behind the predicted PSNR
 DENSE_PROJECTOR_MAX = 3500  # unknowns up to which the null-space projector is computed densely
 PSNR_CAP = 150.0          # float64 round-off floor for a determined image
-LOCAL_TAU = 0.00177       # the optimisation attacks' resolution, relative to LOCAL_REFERENCE (calibrated: docs/scores.md)
+LOCAL_TAU = 0.013         # the optimisation attacks' resolution, relative to LOCAL_REFERENCE (calibrated 2026-12-02: docs/scores.md)
 LOCAL_REFERENCE = "gradient"    # threshold t = tau^2 * ||g||^2 / ||x - mu||^2 (the gradient's own scale)
-LOCAL_FUNCTIONAL = "tikhonov"   # weak energy v' t (A + t)^-1 v (spectrum/estimate.py)
+LOCAL_FUNCTIONAL = "soft"       # weak energy v' t^2 (A + t)^-2 v (spectrum/estimate.py)
 LOCAL_SAMPLES = 8         # prior samples (each its own linearisation point) in the optimisation view
 LOCAL_STEPS = 40          # Lanczos steps per sample at most (soft quadrature converges once steps >~ 1/tau)
 LOCAL_PROBES = 2          # random probes for the count of recoverable directions
