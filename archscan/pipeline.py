@@ -17,7 +17,7 @@ from archscan.analysis.systems import build_system, forward_macs, pullback_rows
 from archscan.analysis.verdict import combine
 from archscan.errors import InputError, UnsupportedLayerError
 from archscan.model.graph import build_graph, parametric_order
-from archscan.config.values import check_batch_size
+from archscan.config.values import check_batch_size, check_seed
 from archscan.model.footprint import activation_values
 from archscan.model.load import check_finite, load_model, load_weights
 from archscan.model.trace import trace_model
@@ -75,8 +75,7 @@ def _validate(spec: str, options: config.ScanOptions) -> None:
     if not 0.0 < options.relu_active <= 1.0:
         raise InputError(f"--relu-active {options.relu_active}: must be in (0, 1]")
     check_batch_size(options.batch_size)
-    if options.seed < 0:
-        raise InputError(f"--seed {options.seed}: must be >= 0")
+    check_seed(options.seed)
     if options.num_classes is not None and options.num_classes < 1:
         raise InputError(f"--num-classes {options.num_classes}: must be >= 1")
     if options.local_budget is not None and options.local_budget <= 0:

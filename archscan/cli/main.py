@@ -15,6 +15,7 @@ from archscan import __version__
 from archscan.cli import boundary
 from archscan.cli.boundary import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK
 from archscan.cli.settings import no_config, settings
+from archscan.config.values import spec_file
 from archscan.cli.validate import add_validate_parser, run_validate
 from archscan.errors import InputError
 
@@ -164,7 +165,7 @@ def _policy(s: dict):
 
 def _inputs(s: dict, args) -> dict:
     """What the user gave that an output must never overwrite."""
-    model = s["model"] if s["model"].endswith(".pt2") else s["model"].rpartition(":")[0]
+    model = spec_file(s["model"])
     from archscan.config.pyproject import find_pyproject
     config = getattr(args, "config", None) or (None if no_config(args) else find_pyproject())
     return {"model's file": model if os.path.isfile(model) else None, "--weights checkpoint": s.get("weights"),
@@ -212,8 +213,7 @@ def run_compare(args) -> int:
     from archscan.formatters.outputs import Output, check_outputs, write_outputs
     s = settings(args, {**THREAT_DEFAULTS, "quiet": False})
     outputs = [Output(args.format, args.output)]
-    check_outputs(outputs, {f"model file {m}": m.rpartition(":")[0] if not m.endswith(".pt2") else m
-                            for m in args.models})
+    check_outputs(outputs, {f"model file {m}": spec_file(m) for m in args.models})
     with progress.Progress("comparing", total=len(args.models), enabled=progress.wanted(quiet=s["quiet"])) as bar, \
             boundary.model_output_to_stderr():
         result = compare(args.models, _options(s), on_model=lambda i, spec: bar.update(i, f"scanning {spec}"))

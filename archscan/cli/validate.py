@@ -49,7 +49,7 @@ VALIDATE_DEFAULTS = {"model": None, "input_shape": None, "num_classes": None, "m
 def _options(args):
     from archscan.config import ScanOptions
     from archscan.errors import InputError
-    from archscan.config.values import parse_shape
+    from archscan.config.values import check_seed, parse_shape
     from archscan.validate.run import ValidateOptions, check_attacks
     from archscan.cli.settings import settings
     s = settings(args, VALIDATE_DEFAULTS)
@@ -58,8 +58,7 @@ def _options(args):
     source, n = (None, int(args.images)) if args.images.isdigit() else (args.images, args.n_images or 4)
     if n < 1:
         raise InputError("--images: need at least one image")
-    if s["seed"] < 0:
-        raise InputError(f"--seed {s['seed']}: must be >= 0")
+    check_seed(s["seed"])
     scan = ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
                        labels=s["labels"], bn_mode=s["bn_mode"], seed=s["seed"], weights=s["weights"],
                        model_args=s["model_args"], local=s["local"])
@@ -119,8 +118,8 @@ def run_validate(args) -> int:
 
 
 def _inputs(args) -> dict:
-    model = args.model or ""
-    return {"model's file": model if model.endswith(".pt2") else model.rpartition(":")[0],
+    from archscan.config.values import spec_file
+    return {"model's file": spec_file(args.model or ""),
             "--zoo manifest": args.zoo, "--weights checkpoint": getattr(args, "weights", None)}
 
 

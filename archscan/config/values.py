@@ -36,6 +36,17 @@ def format_shape(shape) -> str:
     return ",".join(str(v) for v in shape)
 
 
+def spec_file(spec: str) -> str:
+    """The file a model spec names: the .pt2 itself, or the part before ``:NAME``."""
+    return spec if spec.endswith(".pt2") else spec.rpartition(":")[0]
+
+
+def check_seed(value: int, where: str = "--seed") -> int:
+    if value < 0:
+        raise InputError(f"{where} {value}: must be >= 0")
+    return value
+
+
 def check_batch_size(value: int, where: str = "--batch-size") -> int:
     if not 1 <= value <= MAX_BATCH:
         raise InputError(f"{where} {value}: must be between 1 and {MAX_BATCH}")

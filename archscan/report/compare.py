@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from archscan.config.values import spec_file
 from archscan.errors import InputError
 
 SCHEMA_VERSION = "1.0"
@@ -18,7 +19,7 @@ CELL_KEYS = ("unknowns", "rank", "deficiency", "attack_rank", "status")
 def precheck(specs: list[str]) -> None:
     """Missing model files fail before the first (slow) scan starts."""
     for spec in specs:
-        where = spec if spec.endswith(".pt2") else spec.rpartition(":")[0]
+        where = spec_file(spec)
         if (where.endswith((".py", ".pt2")) or "/" in where) and not Path(where).is_file():
             raise InputError(f"{where}: no such file")
 
