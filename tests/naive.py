@@ -453,16 +453,24 @@ class DenseReference:
     threshold: float
 
 
-def dense_reference(A, samples, tau: float, threshold: float | None = None, eig=None) -> DenseReference:
+def dense_reference(A, samples, tau: float, threshold: float | None = None, eig=None,
+                    t_noise=0.0) -> DenseReference:
     """Exact fractions for an explicit A: hard ||P_{lambda<t} v||², soft vᵀt²(A+tI)^-2 v, tikhonov
-    vᵀt(A+tI)^-1 v, each over ||v||², with t = tau² lambda_max(A) unless ``threshold`` is given."""
+    vᵀt(A+tI)^-1 v, each over ||v||², with t = tau² lambda_max(A) unless ``threshold`` is given.
+
+    ``t_noise`` (a number or one per sample): a noise floor, written here as the damped solve's
+    mean squared error, bias T²(A+T)^-2 plus noise variance t_noise A (A+T)^-2 with T = t + t_noise,
+    hard at lambda < T, tikhonov T(A+T)^-1."""
     lam, U = np.linalg.eigh(A) if eig is None else eig
     t = tau ** 2 * float(lam[-1]) if threshold is None else threshold
     V = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
     C = (V @ U) ** 2                                    # energy of each sample per eigenvector
     sq = C.sum(1)
     lp = np.maximum(lam, 0.0)
-    E = {"hard": C[:, lam < t].sum(1), "soft": C @ (t / (lp + t)) ** 2, "tikhonov": C @ (t / (lp + t))}
+    tn = np.broadcast_to(np.asarray(t_noise, dtype=np.float64), (len(V),))[:, None]
+    T = t + tn                                          # (k, 1) per sample
+    E = {"hard": (C * (lam[None] < T)).sum(1), "soft": (C * (T ** 2 + tn * lp) / (lp + T) ** 2).sum(1),
+         "tikhonov": (C * (T / (lp + T))).sum(1)}
     frac = {k: v / sq for k, v in E.items()}
     ov = {k: float(v.sum() / sq.sum()) for k, v in E.items()}
     return DenseReference(lam, frac["hard"], frac["soft"], frac["tikhonov"], ov["hard"], ov["soft"],

@@ -21,8 +21,9 @@ from archscan import config
 from archscan.analysis import memory
 from archscan.analysis.prior import prior_images
 from archscan.analysis.scores import psnr_of
-from archscan.analysis.spectrum import GramOperator, Spectrum, lanczos, probe_vectors
+from archscan.analysis.spectrum import GramOperator, Spectrum, lanczos, probe_vectors, worst_of
 from archscan.analysis.verdict import ChainView, OptimisationView, Quality
+from archscan.defences import noise_variance, unmodelled
 from archscan.terms import Verdict, ViewStatus
 
 __all__ = ["optimisation_view", "spectrum_at_prior"]
@@ -37,7 +38,7 @@ def optimisation_view(module, options, shape, chain: ChainView, activations: int
     """
     if options.local == "off":
         return OptimisationView(ViewStatus.OFF, "switched off with --local off")
-    if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS:
+    if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS and not options.noisy:
         return OptimisationView(ViewStatus.NOT_NEEDED, "the layer chain already determines the image")
     if module is None:
         return OptimisationView(ViewStatus.FAILED, "a .pt2 program is not differentiated by this version")
@@ -53,7 +54,8 @@ def optimisation_view(module, options, shape, chain: ChainView, activations: int
     if min((len(r.steps) for r in (spec.samples, spec.start)), default=0) == 0 or spec.samples.steps.max() < 2:
         return OptimisationView(ViewStatus.SKIPPED, f"the {plan['time_cap_s']:.0f} s time cap stopped it before two "
                                 "Lanczos steps (give --local-budget more seconds, or --device cuda)", details=plan)
-    return view_of(spec, plan)
+    exact = options.noisy and chain.quality.verdict == Verdict.LEAKS
+    return view_of(spec, plan, options.defences, exact_attacker=exact)
 
 
 @contextmanager
@@ -123,17 +125,24 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
     return Spectrum(runs[0], probe, runs[1]), plan
 
 
-def view_of(spec: Spectrum, plan: dict) -> OptimisationView:
+def view_of(spec: Spectrum, plan: dict, defences: tuple = (), exact_attacker: bool = False) -> OptimisationView:
     """The view's figures at the calibrated tau, reference and functional: per sample the larger
-    error of the target's and the start's spectrum."""
-    est = spec.at(config.LOCAL_TAU, config.LOCAL_REFERENCE)
-    worst = spec.worst(config.LOCAL_TAU, config.LOCAL_REFERENCE, config.LOCAL_FUNCTIONAL)
+    error of the target's and the start's spectrum; a defence's Gaussian noise raises every
+    sample's threshold by its noise floor (spectrum/estimate.py).
+
+    ``exact_attacker``: the chain determines the image, so a closed-form attack solves it with no
+    resolution limit of its own: only the noise limits it (tau = 0, at the target's spectrum:
+    the Wiener error t_n / (lambda + t_n) per direction)."""
+    noise = (lambda g2: noise_variance(defences, g2)) if any(d.adds_noise for d in defences) else None
+    tau = 0.0 if exact_attacker else config.LOCAL_TAU
+    est = spec.at(tau, config.LOCAL_REFERENCE, noise_sq=noise)
+    worst = (spec.worst(tau, config.LOCAL_REFERENCE, config.LOCAL_FUNCTIONAL, noise_sq=noise) if not exact_attacker
+             else worst_of([est], [spec.samples.sq_norms], config.LOCAL_FUNCTIONAL))
     frac, n = worst.overall, spec.samples.n
     ms = plan["prior_energy"]   # the chain's prior energy: both views' PSNRs follow their leakage scores
     mse = float(frac.estimate * ms / n)
     quality = Quality(round(1.0 - frac.estimate, 6), mse, round(psnr_of(mse), 3),
-                      f"spectrum of d(gradients)/d(image) at the image and at the prior mean: "
-                      f"{config.LOCAL_FUNCTIONAL} weak energy at tau = {config.LOCAL_TAU} x {config.LOCAL_REFERENCE}",
+                      _method(exact_attacker),
                       len(worst.sample_index))
     psnr_lo, psnr_hi = (psnr_of(float(e * ms / n)) for e in (frac.hi, frac.lo))
     d = est.directions
@@ -142,7 +151,27 @@ def view_of(spec: Spectrum, plan: dict) -> OptimisationView:
     return OptimisationView(ViewStatus.RAN, quality=quality,
                             leakage_interval=(round(1 - frac.hi, 6), round(1 - frac.lo, 6)),
                             psnr_interval=(round(psnr_lo, 3), round(psnr_hi, 3)), directions=directions,
-                            details=_details(est, spec, worst, plan))
+                            details={**_details(est, spec, worst, plan), **_noise_details(spec, noise, defences)})
+
+
+def _method(exact_attacker: bool) -> str:
+    if exact_attacker:
+        return ("spectrum of d(gradients)/d(image) at the image: the closed-form chain solves it exactly, so only "
+                "the defence's noise limits the attack (Wiener error per direction)")
+    return (f"spectrum of d(gradients)/d(image) at the image and at the prior mean: "
+            f"{config.LOCAL_FUNCTIONAL} weak energy at tau = {config.LOCAL_TAU} x {config.LOCAL_REFERENCE}")
+
+
+def _noise_details(spec: Spectrum, noise, defences: tuple) -> dict:
+    """The defences the figure accounts for, and the noise std per gradient coordinate."""
+    if not defences:
+        return {}
+    out = {"defences_modelled": [str(d) for d in defences if d.adds_noise],
+           "defences_not_modelled": [str(d) for d in unmodelled(defences)]}
+    if noise is not None:
+        stds = [noise_variance(defences, float(g)) ** 0.5 for g in spec.samples.grad_sq_norms]
+        out["noise_std"] = [float(f"{min(stds):.4g}"), float(f"{max(stds):.4g}")]
+    return out
 
 
 def _details(est, spec: Spectrum, worst, plan: dict) -> dict:
@@ -151,7 +180,7 @@ def _details(est, spec: Spectrum, worst, plan: dict) -> dict:
     steps = np.concatenate([r.steps for r in runs]) if runs else np.zeros(1, int)
     cut = [n for r in runs for n in r.notes if n.startswith("budget")]
     return {"method": "Lanczos quadrature of A = JᵀJ from each prior sample, at its image and at the prior mean",
-            "tau": config.LOCAL_TAU, "reference": config.LOCAL_REFERENCE, "functional": config.LOCAL_FUNCTIONAL,
+            "tau": est.tau, "reference": config.LOCAL_REFERENCE, "functional": config.LOCAL_FUNCTIONAL,
             "samples": int(len(worst.sample_index)), "steps": [int(steps.min()), int(steps.max())],
             "products": int(sum(r.products for r in runs) + (spec.probes.products if spec.probes else 0)),
             "lambda_max": float(f"{est.lambda_max:.6g}"), "lambda_max_residual": float(f"{est.lambda_max_residual:.3g}"),

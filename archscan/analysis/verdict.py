@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from archscan import config
+from archscan.defences import unmodelled_note
 from archscan.terms import Verdict, ViewStatus
 
 
@@ -82,9 +83,18 @@ def _pair(v):
     return list(v) if v is not None else None
 
 
-def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...] = ()) -> dict:
+def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...] = (),
+            defences: tuple = ()) -> dict:
     """The model's verdict and the figures of the view that decides it (the larger leakage).
-    ``unsupported``: ops no layer family handles; the note says how the verdict treated them."""
+    ``unsupported``: ops no layer family handles; the note says how the verdict treated them.
+    ``defences``: with Gaussian noise on the update the chain's exact solve does not apply, so the
+    optimisation view (which models the noise) decides alone."""
+    if opt.status == ViewStatus.RAN and any(d.adds_noise for d in defences):
+        note = ("the shared update carries Gaussian noise: the closed-form chain assumes exact gradients, "
+                "so the verdict is the optimisation view's, which loses every direction below the noise")
+        return {"verdict": opt.verdict, "decided_by": "optimisation",
+                "verdict_note": _join(note, _unsupported_note(unsupported, opt) if unsupported else "",
+                                      unmodelled_note(defences)), **_quality(opt.quality)}
     use_opt = opt.verdict is not None and opt.quality.leakage_score > chain.quality.leakage_score
     best = opt.quality if use_opt else chain.quality
     if opt.status == ViewStatus.RAN:
@@ -96,9 +106,14 @@ def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...
         verdict = Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED)
         note = f"the optimisation-attack view did not run: {opt.reason}"
     if unsupported:
-        note = "; ".join(filter(None, [note, _unsupported_note(unsupported, opt)]))
+        note = _join(note, _unsupported_note(unsupported, opt))
+    note = _join(note, unmodelled_note(defences))
     return {"verdict": verdict, "decided_by": "optimisation" if use_opt else "chain", "verdict_note": note,
             **_quality(best)}
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(filter(None, notes))
 
 
 def _unsupported_note(ops: tuple[str, ...], opt: OptimisationView) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from archscan import __version__
 from archscan.cli import boundary
 from archscan.cli.boundary import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK
-from archscan.cli.settings import no_config, settings
+from archscan.cli.settings import add_defence_option, defences_of, no_config, settings
 from archscan.config.values import spec_file
 from archscan.cli.validate import add_validate_parser, run_validate
 from archscan.errors import InputError
@@ -22,7 +22,7 @@ from archscan.errors import InputError
 FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
-                   "local": "auto", "local_budget": None, "device": "cpu", "strict": False}
+                   "local": "auto", "local_budget": None, "device": "cpu", "strict": False, "defence": None}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
                  "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False,
                  "select": None, "ignore": None}
@@ -41,6 +41,7 @@ def _model_options(p, weights: bool = True) -> None:
     p.add_argument("--bn-mode", choices=("eval", "train"), help="default eval")
     p.add_argument("--relu-active", type=float, help="active fraction of ReLU outputs (default 0.5)")
     p.add_argument("--seed", type=int, help="default 0")
+    add_defence_option(p)
     p.add_argument("--local", choices=("auto", "on", "off"),
                    help="the optimisation-attack view (what Inverting Gradients / DLG recover, from the spectrum "
                         "of d(gradients)/d(image)). auto (default): whenever the layer chain does not already "
@@ -141,7 +142,8 @@ def _options(s: dict):
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
                        model_args=s["model_args"], local=s.get("local") or "auto",
                        local_budget=s.get("local_budget"), device=_device(s.get("device") or "cpu"),
-                       strict=bool(s.get("strict")))
+                       strict=bool(s.get("strict")), defences=defences_of(s.get("defence")))
+
 
 
 def _device(name: str) -> str:

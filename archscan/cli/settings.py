@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from archscan.defences import parse_defences
+
 
 def settings(args, defaults: dict) -> dict:
     """Command line over [tool.archscan] over ``defaults`` (only the keys in ``defaults``)."""
@@ -19,3 +21,14 @@ def no_config(args) -> bool:
     """--no-config or ARCHSCAN_NO_CONFIG=1 (CI on untrusted pull requests: their pyproject.toml
     could name any model file, which is code that runs)."""
     return bool(getattr(args, "no_config", False)) or os.environ.get("ARCHSCAN_NO_CONFIG") == "1"
+
+
+def add_defence_option(p) -> None:
+    p.add_argument("--defence", action="append", metavar="KIND:K=V,...",
+                   help="a defence the client applies to its update, in order (repeatable): "
+                        "dp:sigma=S[,clip=C] (DP-SGD clipping and Gaussian noise), prune:ratio=R, quant:bits=B")
+
+
+def defences_of(value) -> tuple:
+    """--defence / [tool.archscan] defence (a string or a list) -> Defence tuple."""
+    return parse_defences([value] if isinstance(value, str) else value)

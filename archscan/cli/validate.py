@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from archscan.cli.settings import add_defence_option
 from archscan.config import DEFAULT_ATTACKS
 
 
@@ -31,7 +32,8 @@ def add_validate_parser(sub) -> None:
                    help="an attack setting applied to every run of that attack, e.g. ig.iterations=300")
     p.add_argument("--labels", choices=("known", "inferred"), help="default inferred")
     p.add_argument("--bn-mode", choices=("eval", "train"), help="default eval")
-    p.add_argument("--seed", type=int, help="every random draw (weights, images, attacks) from it; default 0")
+    p.add_argument("--seed", type=int, help="every random draw (weights, images, attacks, defence noise) from it; default 0")
+    add_defence_option(p)
     p.add_argument("--local", choices=("auto", "on", "off"),
                    help="scan's optimisation-attack view in the prediction (default auto, as scan)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="the report on stdout and in -o")
@@ -43,7 +45,8 @@ def add_validate_parser(sub) -> None:
 
 # What validate takes from [tool.archscan] (the model and its threat model), with scan's defaults
 VALIDATE_DEFAULTS = {"model": None, "input_shape": None, "num_classes": None, "model_args": {}, "weights": None,
-                     "labels": "inferred", "bn_mode": "eval", "seed": 0, "local": "auto", "device": "cpu"}
+                     "labels": "inferred", "bn_mode": "eval", "seed": 0, "local": "auto", "device": "cpu",
+                     "defence": None}
 
 
 def _options(args):
@@ -51,7 +54,7 @@ def _options(args):
     from archscan.errors import InputError
     from archscan.config.values import check_seed, parse_shape
     from archscan.validate.run import ValidateOptions, check_attacks
-    from archscan.cli.settings import settings
+    from archscan.cli.settings import defences_of, settings
     s = settings(args, VALIDATE_DEFAULTS)
     if not args.zoo:
         args.model = s["model"]
@@ -61,7 +64,7 @@ def _options(args):
     check_seed(s["seed"])
     scan = ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
                        labels=s["labels"], bn_mode=s["bn_mode"], seed=s["seed"], weights=s["weights"],
-                       model_args=s["model_args"], local=s["local"])
+                       model_args=s["model_args"], local=s["local"], defences=defences_of(s["defence"]))
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])
     return ValidateOptions(scan=scan, attacks=attacks, images=source, n_images=n, device=s["device"], fast=args.fast,
                            settings=parse_settings(args.set_), budget=args.budget)
@@ -166,6 +169,9 @@ def render_text(report: dict) -> str:
                  f"predicted  n/a ({report['prediction_skipped']})")
     lines.append(f"achieved   best PSNR (median over images of the best attack) {_f(report['best_psnr'], 2)} dB "
                  f"on {report['device']}")
+    if report["threat_model"].get("defences"):
+        from archscan.defences import spelled
+        lines.append(f"defences   {spelled(report['threat_model']['defences'])} (the attacks saw the defended update)")
     lines.append(f"           objective-selected PSNR (lowest gradient match, no true image needed) "
                  f"{_f(report.get('selected_psnr'), 2)} dB")
     return "\n".join(lines) + "\n"

@@ -41,6 +41,12 @@ class ScanOptions:
     local_budget: float | None = LOCAL_BUDGET_S
     device: str = "cpu"               # where the optimisation view's products run (cuda[:N] when there is one)
     strict: bool = False              # an op no layer family handles is an error (exit 2), not a finding
+    defences: tuple = ()              # archscan.defences.Defence, applied to the update in this order
+
+    @property
+    def noisy(self) -> bool:
+        """A defence adds Gaussian noise: the chain's exact-gradient reasoning no longer applies."""
+        return any(d.adds_noise for d in self.defences)
 
     def threat_model(self) -> dict:
         d = asdict(self)
@@ -49,5 +55,6 @@ class ScanOptions:
             "weights": "given" if self.weights else "generic", "bn_mode": d["bn_mode"],
             "relu_active_fraction": d["relu_active"], "seed": d["seed"], "rank_draws": d["draws"],
             "optimisation_view": d["local"], "optimisation_budget_s": d["local_budget"],
+            "defences": [x.to_dict() for x in self.defences],
             "attacker": "knows the architecture, every weight and every shared gradient",
         }

@@ -28,7 +28,7 @@ KEYS = {
     "weights": (str,), "batch_size": (int,), "labels": (str,), "bn_mode": (str,),
     "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "strict": (bool,), "fail_under": (float, int), "fail_on": (str,),
     "baseline": (str,), "exit_zero": (bool,), "format": (str, list), "output": (str,), "quiet": (bool,),
-    "select": (str, list), "ignore": (str, list),
+    "select": (str, list), "ignore": (str, list), "defence": (str, list),
 }
 CHOICES = {"labels": ("known", "inferred"), "bn_mode": ("eval", "train"), "fail_on": ("partial", "leaks"),
            "local": ("auto", "on", "off")}
@@ -239,6 +239,7 @@ TEMPLATE = """\
 # local-budget = 60                   # its time budget in seconds (default: sized to the model, at most 600)
 # device = "cpu"                      # where it runs: "cpu" | "cuda" | "cuda:N"
 # strict = false                      # an op no layer family handles is an error, not a finding
+# defence = ["dp:sigma=0.01,clip=1"]  # what the client applies to its update: dp, prune:ratio=R, quant:bits=B
 
 # Gate: `archscan scan` exits 1 when a check fails, naming the layers responsible.
 fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and LEAKS) | "leaks"

@@ -7,6 +7,7 @@ with ``rich`` when it is installed and with ANSI colours otherwise; piped output
 from __future__ import annotations
 
 import os
+from archscan.defences import spelled
 
 COLUMNS = ("layer", "type", "in -> out", "unknowns", "rows W/K/P", "rank", "defic.", "attack rows", "status")
 STATUS_COLOUR = {"determined": "31", "leak_source": "31", "partial": "33", "blocked": "32",
@@ -102,7 +103,8 @@ def summary(report: dict) -> list[str]:
         f"coverage   {cov['handled']} handled, {cov['ignored']} ignored, {cov['unsupported']} unsupported "
         f"({100 * cov['fraction']:.0f}%)",
         f"threat     batch {report['threat_model']['batch_size']}, labels {report['threat_model']['labels']}, "
-        f"weights {report['threat_model']['weights']}, BatchNorm {report['threat_model']['bn_mode']}",
+        f"weights {report['threat_model']['weights']}, BatchNorm {report['threat_model']['bn_mode']}"
+        + (f", defences {spelled(report['threat_model']['defences'])}" if report['threat_model'].get('defences') else ""),
     ]
 
 

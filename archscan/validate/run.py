@@ -162,11 +162,19 @@ def _merge(problems):
 
 
 def make_client(model, images, opts: ValidateOptions, num_classes: int, device):
-    """Each image is a client's private batch of one; labels are fixed (i mod classes)."""
+    """Each image is a client's private batch of one; labels are fixed (i mod classes).  The
+    client applies ``--defence`` to its update before sharing it: the attacks see only that."""
+    from dataclasses import replace
+
+    from archscan.defences import apply_defences
     from archscan.validate.attacks import make_target
     labels = torch.arange(len(images)) % max(1, num_classes)
-    return make_target(model, images, labels, reveal_labels=opts.scan.labels == "known", per_sample=True,
-                       device=device, dtype=torch.float64, train=opts.scan.bn_mode == "train")
+    target = make_target(model, images, labels, reveal_labels=opts.scan.labels == "known", per_sample=True,
+                         device=device, dtype=torch.float64, train=opts.scan.bn_mode == "train")
+    if not opts.scan.defences:
+        return target
+    return replace(target, gradients=apply_defences(opts.scan.defences, target.gradients, opts.scan.seed,
+                                                    per_sample=True))
 
 
 def gradient_match(target, images: torch.Tensor, labels) -> list[float]:

@@ -18,6 +18,7 @@ from archscan.analysis.spectrum.estimate import (
     Bracket,
     SpectrumEstimate,
     Worst,
+    noise_floors,
     psnr,
     weak_fractions,
     worst_of,
@@ -26,7 +27,7 @@ from archscan.analysis.spectrum.lanczos import MIN_STEPS, LanczosRun, lanczos
 from archscan.analysis.spectrum.operator import GramOperator, gradient_map
 
 __all__ = ["REFERENCES", "Bracket", "GramOperator", "LanczosRun", "SpectrumEstimate", "Spectrum", "estimate",
-           "Worst", "gradient_map", "lanczos", "probe_vectors", "psnr", "run_spectrum", "weak_fractions", "worst_of"]
+           "Worst", "gradient_map", "lanczos", "noise_floors", "probe_vectors", "psnr", "run_spectrum", "weak_fractions", "worst_of"]
 
 PROBE_SHARE = 0.2   # share of the budget the direction-count probes may use
 
@@ -43,13 +44,17 @@ class Spectrum:
     def __init__(self, samples: LanczosRun, probes: LanczosRun | None, start: LanczosRun | None = None):
         self.samples, self.probes, self.start = samples, probes, start
 
-    def at(self, tau: float, reference: str = "lambda_max", steps: int | None = None) -> SpectrumEstimate:
-        return weak_fractions(self.samples, tau, steps, reference, self.probes)
+    def at(self, tau: float, reference: str = "lambda_max", steps: int | None = None,
+           noise_sq=None) -> SpectrumEstimate:
+        """The estimate at ``tau``; ``noise_sq(||g||²)``: a defence's noise variance (or None)."""
+        return weak_fractions(self.samples, tau, steps, reference, self.probes, noise_floors(self.samples, noise_sq))
 
-    def worst(self, tau: float, reference: str, functional: str) -> Worst:
+    def worst(self, tau: float, reference: str, functional: str, noise_sq=None) -> Worst:
         """Per sample, what both the target's and the start's spectrum resolve."""
         runs = [r for r in (self.samples, self.start) if r is not None and len(r.steps)]
-        return worst_of([weak_fractions(r, tau, reference=reference) for r in runs], [r.sq_norms for r in runs], functional)
+        ests = [weak_fractions(r, tau, reference=reference, floors=noise_floors(r, noise_sq, self.samples))
+                for r in runs]
+        return worst_of(ests, [r.sq_norms for r in runs], functional)
 
 
 def run_spectrum(model, images, labels, samples, steps: int = 80, budget_s: float | None = None,

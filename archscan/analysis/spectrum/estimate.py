@@ -101,7 +101,22 @@ def _references(run: LanczosRun, quads: list, reference: str) -> np.ndarray:
     return np.array([per_point[p] for p in run.points])
 
 
-def _table(run: LanczosRun, tau: float, m: np.ndarray, reference: str):
+def noise_floors(run: LanczosRun, noise_sq, target: LanczosRun | None = None) -> np.ndarray | None:
+    """Per row, a defence's noise floor in eigenvalue units: s² n / ||v||² (s² the noise variance
+    per gradient coordinate, ||v||² / n the prior's variance per image direction).
+
+    ``noise_sq``: None (no noise) or a callable of ||g||² giving s², the noise in the units of the
+    client's gradient at its own image: ``target``'s row of the same sample (default ``run``)
+    gives that ||g||², so the view from the attacks' start sees the target's noise."""
+    if noise_sq is None:
+        return None
+    target = run if target is None else target
+    by_sample = {int(i): noise_sq(float(g)) for i, g in zip(target.sample_index, target.grad_sq_norms)}
+    s2 = np.array([by_sample.get(int(i), 0.0) for i in run.sample_index])
+    return s2 * run.n / np.where(run.sq_norms > 0, run.sq_norms, 1.0)
+
+
+def _table(run: LanczosRun, tau: float, m: np.ndarray, reference: str, floors: np.ndarray | None = None):
     """Per-row (estimate, lo, hi) of every fraction, the rows' thresholds, lambda_max and residual."""
     quads = [sample_quadrature(run.alpha[i], run.beta[i], int(m[i]), run.n) for i in range(len(m))]
     i_top = int(np.argmax([q["nodes"][-1] for q in quads]))
@@ -109,7 +124,8 @@ def _table(run: LanczosRun, tau: float, m: np.ndarray, reference: str):
     t = tau ** 2 * _references(run, quads, reference)
     if lam <= 0:                      # A = 0: the gradients do not depend on the image at all
         return {k: np.ones((len(m), 3)) for k in ("hard", "soft", "tikhonov")}, t, 0.0, 0.0, quads
-    rows = [row_fractions(q, ti, run.noise * lam) for q, ti in zip(quads, t)]
+    floors = np.zeros(len(m)) if floors is None else floors
+    rows = [row_fractions(q, ti, run.noise * lam, fi) for q, ti, fi in zip(quads, t, floors)]
     return {key: np.array([r[key] for r in rows]) for key in ("hard", "soft", "tikhonov")}, t, lam, res, quads
 
 
@@ -130,8 +146,10 @@ def _psnr_bracket(b: Bracket, sq_norms: np.ndarray, n: int) -> Bracket:
     return Bracket(psnr(b.estimate, ms, n), psnr(b.hi, ms, n), psnr(b.lo, ms, n))
 
 
-def _directions(probe: LanczosRun | None, tau: float, reference_run: LanczosRun, reference: str) -> Bracket | None:
-    """n * mu_probe[t, inf) averaged over random probes (stochastic Lanczos quadrature)."""
+def _directions(probe: LanczosRun | None, tau: float, reference_run: LanczosRun, reference: str,
+                floors: np.ndarray | None = None) -> Bracket | None:
+    """n * mu_probe[t, inf) averaged over random probes (stochastic Lanczos quadrature); a noise
+    floor (the samples' median) raises t."""
     if probe is None or not len(probe.steps):
         return None
     quads = [sample_quadrature(probe.alpha[i], probe.beta[i], int(probe.steps[i]), probe.n)
@@ -140,23 +158,25 @@ def _directions(probe: LanczosRun | None, tau: float, reference_run: LanczosRun,
         t = tau ** 2 * float(np.median(reference_run.grad_sq_norms / reference_run.sq_norms))
     else:
         t = tau ** 2 * max(q["nodes"][-1] for q in quads)
+    t += 0.0 if floors is None or not len(floors) else float(np.median(floors))
     below = np.array([cms_bracket(q["nodes"], q["weights"], t, exact=q["exact"]) for q in quads])
     above = 1.0 - below.mean(axis=0)            # (estimate, hi-of-below -> lo-of-above, ...)
     return Bracket(probe.n * above[0], probe.n * above[2], probe.n * above[1])
 
 
 def weak_fractions(run: LanczosRun, tau: float, steps: int | None = None, reference: str = "lambda_max",
-                   probe: LanczosRun | None = None) -> SpectrumEstimate:
+                   probe: LanczosRun | None = None, floors: np.ndarray | None = None) -> SpectrumEstimate:
     """Evaluate the soft / hard / tikhonov weak fractions of a Lanczos run at one tau.
 
     ``steps`` uses only the first ``steps`` Lanczos steps of every row (what a shorter run would
-    give); ``probe`` is a run from random vectors for the count of recoverable directions.
+    give); ``probe`` is a run from random vectors for the count of recoverable directions;
+    ``floors`` a defence's noise floor per row (:func:`noise_floors`).
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference {reference!r}: expected one of {REFERENCES}")
     m = run.steps if steps is None else np.minimum(run.steps, steps)
-    table, t, lam, res, _ = _table(run, tau, m, reference)
-    half = _table(run, tau, np.maximum(m // 2, 1), reference)[0]
+    table, t, lam, res, _ = _table(run, tau, m, reference, floors)
+    half = _table(run, tau, np.maximum(m // 2, 1), reference, floors)[0]
     w = run.sq_norms
     ov = {key: _overall(table[key], w) for key in table}
     ov_half = {key: _overall(half[key], w) for key in half}
@@ -170,7 +190,7 @@ def weak_fractions(run: LanczosRun, tau: float, steps: int | None = None, refere
         hard_change=ov["hard"].estimate - ov_half["hard"].estimate,
         soft_change=ov["soft"].estimate - ov_half["soft"].estimate,
         psnr_hard=_psnr_bracket(ov["hard"], w, run.n), psnr_soft=_psnr_bracket(ov["soft"], w, run.n),
-        directions=_directions(probe, tau, run, reference),
+        directions=_directions(probe, tau, run, reference, floors),
         sample_index=run.sample_index, steps=m.copy(), products=run.products + (probe.products if probe else 0),
         seconds=run.seconds + (probe.seconds if probe else 0.0), dtype=run.dtype, notes=notes)
 

@@ -90,9 +90,17 @@ def interpolated_cdf(nodes: np.ndarray, weights: np.ndarray, t: float) -> float:
     return float(np.interp(t, nodes, np.cumsum(w) - 0.5 * w, left=0.0, right=1.0))
 
 
-def soft_terms(t: float):
-    """The two smooth weak-energy functions (completely monotone on l > -t)."""
-    return {"soft": lambda l: (t / (l + t)) ** 2, "tikhonov": lambda l: t / (l + t)}
+def soft_terms(t: float, t_noise: float = 0.0):
+    """The two smooth weak-energy functions (completely monotone on l > -T, T = t + t_noise).
+
+    soft: the error of a Gauss-Newton solve damped by T on gradients carrying noise of variance
+    t_noise (in units of the prior's per-direction variance), relative to the prior:
+    t T / (l + T)² + t_noise / (l + T); t_noise = 0 gives (t / (l + t))².  Both terms are
+    completely monotone, so the Gauss / Gauss-Radau bounds hold with noise too.
+    tikhonov: T / (l + T).
+    """
+    T = t + t_noise
+    return {"soft": lambda l: t * T / (l + T) ** 2 + t_noise / (l + T), "tikhonov": lambda l: T / (l + T)}
 
 
 def sample_quadrature(alpha, beta, m, n):
@@ -108,16 +116,18 @@ def sample_quadrature(alpha, beta, m, n):
             "radau": (nodes, w) if exact else radau_rule(alpha[:m], beta[: m - 1], beta_m)}
 
 
-def row_fractions(q, t, delta):
+def row_fractions(q, t, delta, t_noise: float = 0.0):
     """Hard bracket, and soft / tikhonov (estimate, Gauss lower bound, Gauss-Radau upper bound)
     for one row.  The smooth functionals' estimate is the geometric mean of their two bounds: the
     two coincide once the run has converged, and before that the mean sits between a too
     hopeful and a too fearful answer (on the calibration runs it is within ~5 dB of the converged
-    value after 10 steps, where the Gauss value alone is up to ~15 dB off)."""
-    staircase, lo, hi = cms_bracket(q["nodes"], q["weights"], t, delta, exact=q["exact"])
-    smooth = staircase if q["exact"] else interpolated_cdf(q["nodes"], q["weights"], t)
+    value after 10 steps, where the Gauss value alone is up to ~15 dB off).  ``t_noise``: the
+    defence's noise floor (the hard threshold moves to t + t_noise)."""
+    T = t + t_noise
+    staircase, lo, hi = cms_bracket(q["nodes"], q["weights"], T, delta, exact=q["exact"])
+    smooth = staircase if q["exact"] else interpolated_cdf(q["nodes"], q["weights"], T)
     out = {"hard": (min(max(smooth, lo), hi), lo, hi), "hard_gauss": (staircase, lo, hi)}
-    for name, f in soft_terms(t).items():
+    for name, f in soft_terms(t, t_noise).items():
         lo = float(np.dot(q["weights"], f(np.maximum(q["nodes"], 0.0))))
         hi = 1.0                         # f <= 1: the trivial bound if the Radau rule failed
         if q["radau"] is not None:
