@@ -106,22 +106,29 @@ def parse_defences(items) -> tuple:
 # validate: the update the client really shares
 
 
-def apply_defences(defences, gradients: dict, seed: int, per_sample: bool) -> dict:
+def apply_defences(defences, gradients: dict, seed: int, per_sample: bool, first_index: int = 0) -> dict:
     """The defended gradients, in the order of ``defences``.
 
     ``gradients`` as in a Target: ``param.shape`` each, or ``(B, *param.shape)`` with
     ``per_sample`` (one client image per row: clipping and pruning act on each row alone).
-    Noise is drawn on the CPU in float64 from ``(seed, NOISE_SEED)``, so a run is reproducible
-    and its noise does not depend on the device.
+    Noise is drawn on the CPU in float64, row r from ``(seed, first_index + r)``: a run is
+    reproducible, its noise does not depend on the device, and image i gets the same noise whether
+    it is attacked alone (a sweep task) or with the others (validate).
     """
     if not defences:
         return gradients
     names = list(gradients)
     rows = {n: (g if per_sample else g.unsqueeze(0)) for n, g in gradients.items()}
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + NOISE_SEED)
-    for d in defences:
-        rows = _STEPS[d.kind](d, rows, gen)
-    return {n: (rows[n] if per_sample else rows[n][0]) for n in names}
+    count = next(iter(rows.values())).shape[0]
+    out = {n: [] for n in names}
+    for r in range(count):
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + NOISE_SEED) * 65_537 + first_index + r)
+        row = {n: rows[n][r:r + 1] for n in names}
+        for d in defences:
+            row = _STEPS[d.kind](d, row, gen)
+        for n in names:
+            out[n].append(row[n])
+    return {n: (torch.cat(out[n]) if per_sample else out[n][0][0]) for n in names}
 
 
 def _dp(d: Defence, rows: dict, gen: torch.Generator) -> dict:

@@ -16,6 +16,7 @@ from archscan.cli import boundary
 from archscan.cli.boundary import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK
 from archscan.cli.settings import add_defence_option, defences_of, no_config, settings
 from archscan.config.values import spec_file
+from archscan.cli.sweep import add_sweep_parser, run_sweep
 from archscan.cli.validate import add_validate_parser, run_validate
 from archscan.errors import InputError
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compare_parser(sub)
     _init_parser(sub)
     add_validate_parser(sub)
+    add_sweep_parser(sub)
     _rule_parser(sub)
     return parser
 
@@ -240,5 +242,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     debug = getattr(args, "debug", False) or os.environ.get("ARCHSCAN_DEBUG") == "1"
-    handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate, "rule": run_rule}
+    handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate, "sweep": run_sweep,
+                "rule": run_rule}
     return boundary.run(handlers[args.command], args, debug)

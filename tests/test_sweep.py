@@ -1,0 +1,176 @@
+"""archscan sweep: tasks from a sweep file, the resumable store, serial and Ray runs giving
+byte-identical results, a killed task retried, and the report as a function of the store."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archscan.errors import InputError
+from archscan.validate import sweep as sw
+from archscan.validate.store import ResultStore, task_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SWEEP = """seed = 0
+images = 2
+attacks = ["prior", "ig"]
+set = {{ ig = {{ iterations = 5 }} }}
+defences = [[], ["dp:sigma=0.1,clip=1"]]
+
+[[model]]
+spec = "{root}/examples/paper_zoo.py:cnn_narrow"
+input_shape = [3, 32, 32]
+num_classes = 10
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    p = tmp_path / "sweep.toml"
+    p.write_text(SWEEP.format(root=ROOT))
+    return p
+
+
+def _files(store: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted((store / "results").glob("*.json"))}
+
+
+def test_tasks_of_a_sweep(sweep_file):
+    spec = sw.read_sweep(str(sweep_file))
+    tasks = sw.tasks(spec)
+    # 2 defence settings x (1 prediction + 2 attacks x 1 configuration x 2 images)
+    assert len(tasks) == 2 * (1 + 2 * 2) and len({task_key(t) for t in tasks}) == len(tasks)
+    assert [t["kind"] for t in tasks].count("predict") == 2
+    assert sw.tasks(spec) == tasks                                      # a fixed order
+
+
+@pytest.mark.parametrize("text, words", [
+    ("seed = 0\n", "no [[model]] table"),
+    ("sed = 0\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "unknown key 'sed'"),
+    ("[[model]]\nspec='a.py:f'\n", "needs spec and input_shape"),
+    ("attacks = ['igg']\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "unknown attack 'igg'"),
+    ("defences = [['dp:clip=1']]\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "dp needs sigma"),
+    ("seed = [\n", "not valid TOML"),
+])
+def test_bad_sweep_files_are_one_clear_error(tmp_path, text, words):
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    with pytest.raises(InputError) as e:
+        sw.read_sweep(str(p))
+    assert words in str(e.value)
+
+
+def test_serial_run_resumes_and_the_report_is_a_function_of_the_store(sweep_file, tmp_path):
+    spec = sw.read_sweep(str(sweep_file))
+    tasks = sw.tasks(spec)
+    store = ResultStore(tmp_path / "store")
+    first = sw.execute(tasks, store, backend="serial")
+    assert first == {"tasks": 10, "cached": 0, "ran": 10, "backend": "serial"}
+    rep = sw.report(spec, store)
+    assert rep["missing"] == 0 and len(rep["rows"]) == 2
+    plain, noisy = rep["rows"]
+    assert plain["defences"] == [] and noisy["defences"] == ["dp:sigma=0.1,clip=1"]
+    assert plain["predicted_psnr"] > noisy["predicted_psnr"]              # noise costs the predicted attacker
+    assert set(plain["best"]) == {"astronaut", "coffee"}
+    again = sw.execute(tasks, store, backend="serial")
+    assert again["ran"] == 0 and again["cached"] == 10                     # nothing recomputed
+    victims = sorted((tmp_path / "store" / "results").glob("*.json"))[:3]
+    before = {p.name: p.read_bytes() for p in victims}
+    for p in victims:
+        p.unlink()
+    assert sw.report(spec, store)["missing"] == 3                          # counted, never guessed
+    resumed = sw.execute(tasks, store, backend="serial")
+    assert resumed["ran"] == 3 and {p.name: p.read_bytes() for p in victims} == before
+    assert sw.report(spec, store) == rep
+
+
+def test_cli_serial_writes_the_store_and_report(sweep_file, tmp_path, capsys):
+    from archscan.cli.main import main
+    out = tmp_path / "cli"
+    assert main(["sweep", str(sweep_file), "-o", str(out), "--serial"]) == 0
+    text = capsys.readouterr().out
+    assert "cnn_narrow" in text and "dp:sigma=0.1,clip=1" in text
+    assert (out / "report.json").is_file() and len(list((out / "results").glob("*.json"))) == 10
+    assert main(["sweep", str(tmp_path / "nothing.toml"), "-o", str(out), "--serial"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Ray: a local head on loopback, as a cluster would be used.  The drivers run as subprocesses:
+# Ray reads its authentication settings when it is imported, and this process stays Ray-free.
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """`ray start --head` on 127.0.0.1 with token authentication (Ray's default from 2.59): the
+    head and the drivers share the token through the environment.  Yields (address, env)."""
+    pytest.importorskip("ray")
+    exe = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    temp = tmp_path_factory.mktemp("ray")
+    cmd = [exe, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
+           "--object-store-memory=100000000"]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if started.returncode != 0:
+        pytest.fail(f"ray start failed: {started.stderr[-2000:]}")
+    yield f"127.0.0.1:{port}", env
+    subprocess.run([exe, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_run_equals_the_serial_run(sweep_file, tmp_path, ray_head, capsys):
+    from archscan.cli.main import main
+    address, env = ray_head
+    assert main(["sweep", str(sweep_file), "-o", str(tmp_path / "serial"), "--serial"]) == 0
+    capsys.readouterr()
+    r = subprocess.run([sys.executable, "-m", "archscan", "sweep", str(sweep_file), "-o", str(tmp_path / "ray"),
+                        "--ray-address", address], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "10 task(s) ran on ray" in r.stderr
+    assert _files(tmp_path / "serial") == _files(tmp_path / "ray")       # byte-identical records
+    assert (tmp_path / "serial" / "report.json").read_bytes() == (tmp_path / "ray" / "report.json").read_bytes()
+    again = subprocess.run([sys.executable, "-m", "archscan", "sweep", str(sweep_file), "-o", str(tmp_path / "ray"),
+                            "--ray-address", address], env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "0 task(s) ran on ray, 10 were already in" in again.stderr
+
+
+CRASH_ONCE = """
+import os, sys
+from archscan.validate import sweep as sw
+from archscan.validate.store import ResultStore, task_key
+marker, store_dir, address = sys.argv[1:4]
+
+def crash_once(task):                 # defined in __main__: Ray ships it by value
+    if not os.path.exists(marker):
+        open(marker, "w").write("x")
+        os._exit(1)                   # the worker process dies mid-task, as when killed
+    return {"value": task["n"] * 2}
+
+store = ResultStore(store_dir)
+counts = sw.execute([{"n": 1}, {"n": 2}], store, backend="ray", address=address, fn=crash_once)
+print(counts["ran"], sorted(store.get(task_key({"n": i}))["value"] for i in (1, 2)))
+"""
+
+
+def test_a_task_whose_worker_dies_is_retried(tmp_path, ray_head):
+    address, env = ray_head
+    script = tmp_path / "crash_once.py"
+    script.write_text(CRASH_ONCE)
+    marker = tmp_path / "crashed-once"
+    r = subprocess.run([sys.executable, str(script), str(marker), str(tmp_path / "store"), address], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert marker.exists() and r.stdout.strip().splitlines()[-1] == "2 [2, 4]"
