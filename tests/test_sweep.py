@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,26 @@ spec = "{root}/examples/paper_zoo.py:cnn_narrow"
 input_shape = [3, 32, 32]
 num_classes = 10
 """
+
+
+# the issue's CI sweep: 3 models x 2 images x 3 configurations (and each model's prediction)
+RAY_SWEEP = """seed = 0
+images = 2
+attacks = ["ig"]
+set = {{ ig = {{ iterations = 5 }} }}
+configurations = {{ ig = [{{ tv = 1e-2 }}, {{ tv = 1e-4 }}, {{ tv = 0.0, signed = false }}] }}
+{models}
+"""
+RAY_MODELS = ("cnn_narrow", "lenet5", "mlp2")
+
+
+@pytest.fixture
+def ray_sweep_file(tmp_path):
+    models = "".join(f'[[model]]\nspec = "{ROOT}/examples/paper_zoo.py:{m}"\ninput_shape = [3, 32, 32]\n'
+                     f"num_classes = 10\n" for m in RAY_MODELS)
+    p = tmp_path / "ray_sweep.toml"
+    p.write_text(RAY_SWEEP.format(models=models))
+    return p
 
 
 @pytest.fixture
@@ -58,6 +79,11 @@ def test_tasks_of_a_sweep(sweep_file):
     ("attacks = ['igg']\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "unknown attack 'igg'"),
     ("defences = [['dp:clip=1']]\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "dp needs sigma"),
     ("seed = [\n", "not valid TOML"),
+    ("[[model]]\nspec='nope.py:f'\ninput_shape=[3,8,8]\n", "no such file"),
+    ("configurations = { ig = [{ tvv = 1 }] }\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n",
+     "tvv is not a setting of ig"),
+    ("configurations = { dlg = [{ tv = 1 }] }\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n",
+     "for an attack in `attacks`"),
 ])
 def test_bad_sweep_files_are_one_clear_error(tmp_path, text, words):
     p = tmp_path / "s.toml"
@@ -131,20 +157,37 @@ def ray_head(tmp_path_factory):
     subprocess.run([exe, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_ray_run_equals_the_serial_run(sweep_file, tmp_path, ray_head, capsys):
+def _sweep_cli(sweep_file, out, address, env, timeout=900):
+    return subprocess.Popen([sys.executable, "-m", "archscan", "sweep", str(sweep_file), "-o", str(out),
+                             "--ray-address", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_ray_sweep_resumes_after_an_interruption_and_equals_the_serial_run(ray_sweep_file, tmp_path, ray_head, capsys):
+    """3 models x 2 images x 3 configurations on a loopback Ray head: the driver is killed once
+    some tasks are in the store; the rerun computes only the rest; store and report equal the
+    serial run's byte for byte."""
     from archscan.cli.main import main
     address, env = ray_head
-    assert main(["sweep", str(sweep_file), "-o", str(tmp_path / "serial"), "--serial"]) == 0
+    assert main(["sweep", str(ray_sweep_file), "-o", str(tmp_path / "serial"), "--serial"]) == 0
     capsys.readouterr()
-    r = subprocess.run([sys.executable, "-m", "archscan", "sweep", str(sweep_file), "-o", str(tmp_path / "ray"),
-                        "--ray-address", address], env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "10 task(s) ran on ray" in r.stderr
-    assert _files(tmp_path / "serial") == _files(tmp_path / "ray")       # byte-identical records
-    assert (tmp_path / "serial" / "report.json").read_bytes() == (tmp_path / "ray" / "report.json").read_bytes()
-    again = subprocess.run([sys.executable, "-m", "archscan", "sweep", str(sweep_file), "-o", str(tmp_path / "ray"),
-                            "--ray-address", address], env=env, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and "0 task(s) ran on ray, 10 were already in" in again.stderr
+    total = len(RAY_MODELS) * (1 + 3 * 2)
+    assert len(_files(tmp_path / "serial")) == total
+    out = tmp_path / "ray"
+    first = _sweep_cli(ray_sweep_file, out, address, env)
+    deadline = time.monotonic() + 600
+    while len(list((out / "results").glob("*.json"))) < 4 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.kill()                                      # the driver dies mid-sweep
+    first.communicate(timeout=60)
+    done_before = len(list((out / "results").glob("*.json")))
+    assert 4 <= done_before < total, done_before
+    second = _sweep_cli(ray_sweep_file, out, address, env)
+    _, err = second.communicate(timeout=900)
+    assert second.returncode == 0, err[-3000:]
+    assert f"{total - done_before} task(s) ran on ray, {done_before} were already in" in err
+    assert _files(tmp_path / "serial") == _files(out)                      # byte-identical records
+    assert (tmp_path / "serial" / "report.json").read_bytes() == (out / "report.json").read_bytes()
 
 
 CRASH_ONCE = """

@@ -9,6 +9,8 @@ The sweep file (TOML; paths relative to its folder)::
     attacks = ["prior", "ig"]
     budget = "fast"                  # optional: each attack's tuning grid (validate --budget)
     set = { ig = { iterations = 200 } }       # optional: on top of every configuration (--set)
+    configurations = { ig = [{ tv = 1e-2 }, { tv = 1e-4 }] }   # optional: an attack's own list
+                                     # (instead of its budget grid or its one default)
     defences = [[], ["dp:sigma=0.01,clip=1"]] # optional: each entry one defended setting
     [[model]]                        # as in examples/manifest.toml
     spec = "paper_zoo.py:lenet5"
@@ -29,10 +31,11 @@ from pathlib import Path
 
 import tomllib
 
-from archscan.errors import InputError
+from archscan.errors import ArchscanError, InputError
 from archscan.validate.store import ResultStore, task_key
 
-SWEEP_KEYS = {"seed", "images", "n_images", "attacks", "budget", "set", "defences", "model", "device"}
+SWEEP_KEYS = {"seed", "images", "n_images", "attacks", "budget", "set", "configurations", "defences", "model",
+              "device"}
 MAX_RETRIES = 3   # a task whose worker dies (killed, out of memory) runs again up to this often
 
 
@@ -63,21 +66,39 @@ def read_sweep(path: str) -> dict:
     check_attacks(data.get("attacks", ["prior", "ig"]))
     check_budget(data.get("budget"))
     settings = [tuple(str(d) for d in parse_defences(s)) for s in data.get("defences", [[]])]
+    configs = _check_configurations(path, data.get("configurations", {}), data.get("attacks", ["prior", "ig"]))
     base = p.resolve().parent
     return {
         "seed": int(data.get("seed", 0)), "images": data.get("images", 2), "n_images": data.get("n_images"),
         "attacks": list(data.get("attacks", ["prior", "ig"])), "budget": data.get("budget"),
-        "set": data.get("set", {}), "defences": settings, "device": data.get("device", "cpu"),
+        "set": data.get("set", {}), "configurations": configs, "defences": settings, "device": data.get("device", "cpu"),
         "models": [{"spec": _absolute(base, m["spec"]), "name": m["spec"].split(":")[-1],
                     "input_shape": list(m["input_shape"]), "num_classes": m.get("num_classes")} for m in models],
     }
+
+
+def _check_configurations(path: str, configs: dict, attacks: list) -> dict:
+    """``{attack: [settings, ...]}`` for attacks of the sweep, every key a setting of that attack."""
+    from archscan.validate.attacks import ATTACKS
+    for attack, items in configs.items():
+        if attack not in attacks or not isinstance(items, list) or not items:
+            raise InputError(f"{path}: configurations.{attack}: a non-empty list, for an attack in `attacks`")
+        for c in items:
+            bad = sorted(set(c) - set(ATTACKS[attack].defaults)) if isinstance(c, dict) else ["(not a table)"]
+            if bad:
+                raise InputError(f"{path}: configurations.{attack}: {bad[0]} is not a setting of {attack} "
+                                 f"(settings: {', '.join(sorted(ATTACKS[attack].defaults))})")
+    return configs
 
 
 def _absolute(base: Path, spec: str) -> str:
     file, sep, factory = spec.rpartition(":")
     if not sep or not file.endswith(".py"):
         return spec                      # a module spec: importable wherever archscan is
-    return f"{(base / file).resolve()}:{factory}"
+    path = (base / file).resolve()
+    if not path.is_file():
+        raise InputError(f"[[model]] spec {spec!r}: no such file {path}")
+    return f"{path}:{factory}"
 
 
 def tasks(sweep: dict) -> list[dict]:
@@ -90,13 +111,20 @@ def tasks(sweep: dict) -> list[dict]:
             common = {"model": m, "seed": sweep["seed"], "defences": list(defences), "device": sweep["device"]}
             out.append({"kind": "predict", **common})
             for attack in sweep["attacks"]:
-                configs = (configurations(attack, sweep["budget"], sweep["set"].get(attack))
-                           if sweep["budget"] else [dict(sweep["set"].get(attack, {}))])
+                configs = _configs(sweep, attack, configurations)
                 for c, settings in enumerate(configs):
                     for i in range(n):
                         out.append({"kind": "attack", **common, "images": {"source": source, "n": n, "index": i},
                                     "attack": attack, "config": c, "settings": settings})
     return out
+
+
+def _configs(sweep: dict, attack: str, grid) -> list:
+    """The attack's listed configurations, else its budget grid, else its one default; ``set`` on top."""
+    extra = sweep["set"].get(attack, {})
+    if attack in sweep.get("configurations", {}):
+        return [{**c, **extra} for c in sweep["configurations"][attack]]
+    return grid(attack, sweep["budget"], extra) if sweep["budget"] else [dict(extra)]
 
 
 def _image_source(sweep: dict) -> tuple:
@@ -207,7 +235,7 @@ def _execute_ray(todo, store, address, gpus_per_task, fn, progress, counts) -> d
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             k, t = pending.pop(done[0])
-            record, seconds = ray.get(done[0])
+            record, seconds = _get(ray, done[0])
             store.put(k, {"task": t, **record}, seconds)
             counts["ran"] += 1
             _tick(progress, counts)
@@ -215,6 +243,18 @@ def _execute_ray(todo, store, address, gpus_per_task, fn, progress, counts) -> d
         if started:
             ray.shutdown()
     return counts
+
+
+def _get(ray, ref):
+    """A task's result; archscan's own errors raised in a worker come back as themselves (one
+    clear line, exit 2), not wrapped in Ray's task error."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, ArchscanError):
+            raise cause from None
+        raise
 
 
 def worker_env() -> dict:
