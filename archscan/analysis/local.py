@@ -102,15 +102,20 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
     wall-clock cap (--local-budget, else LOCAL_BUDGET_MAX_S) that only a slow machine reaches."""
     start = time.perf_counter()
     device = torch.device(getattr(options, "device", "cpu") or "cpu")
+    B = max(1, int(getattr(options, "batch_size", 1) or 1))
     prior = prior_images(tuple(shape), config.PRIOR_IMAGES, options.seed)
-    mu, X = prior.mean(axis=0), prior[: config.LOCAL_SAMPLES]   # the attacks' start: the prior's mean
-    k_fit = memory.points_that_fit(module, X.shape[1], activations, config.LOCAL_SAMPLES, config.LOCAL_STEPS,
+    mu = prior.mean(axis=0)               # the attacks' start: the prior's mean
+    pool = prior if B == 1 else prior_images(tuple(shape), max(config.PRIOR_IMAGES, config.LOCAL_SAMPLES * B),
+                                             options.seed)
+    X = pool[: config.LOCAL_SAMPLES * B]
+    k_fit = memory.points_that_fit(module, X.shape[1] * B, activations * B, config.LOCAL_SAMPLES, config.LOCAL_STEPS,
                                    device, views=2)
-    k, steps = plan_work(macs, k_fit)
-    V, labels = (X - mu)[:k], _labels(module, X[:k].reshape(k, *shape))
-    target = GramOperator(module, X[:k].reshape(k, *shape), labels, dtype=torch.float32, device=device)
-    at_mu = GramOperator(module, np.repeat(mu[None], k, 0).reshape(k, *shape), labels, dtype=torch.float32,
-                         device=device)
+    k, steps = plan_work(macs * B, k_fit)
+    images = X[: k * B].reshape(k * B, *shape)
+    V, labels = (X[: k * B] - mu).reshape(k, -1), _labels(module, images)
+    target = GramOperator(module, images, labels, dtype=torch.float32, device=device, batch=B)
+    at_mu = GramOperator(module, np.repeat(mu[None], k * B, 0).reshape(k * B, *shape), labels, dtype=torch.float32,
+                         device=device, batch=B)
     cap = float(options.local_budget) if options.local_budget is not None else config.LOCAL_BUDGET_MAX_S
     runs = []
     for i, op in enumerate((target, at_mu)):
@@ -121,7 +126,7 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
                     batch=1, seed=options.seed, min_steps=2) if left > 0 else None
     energy = float(f"{((prior - mu) ** 2).sum(axis=1).mean():.6g}")
     plan = {"points": k, "planned_steps": steps, "prior_energy": energy, "device": str(device), "dtype": "float32",
-            "time_cap_s": cap}
+            "time_cap_s": cap, "batch_size": B}
     return Spectrum(runs[0], probe, runs[1]), plan
 
 
@@ -133,13 +138,15 @@ def view_of(spec: Spectrum, plan: dict, defences: tuple = (), exact_attacker: bo
     ``exact_attacker``: the chain determines the image, so a closed-form attack solves it with no
     resolution limit of its own: only the noise limits it (tau = 0, at the target's spectrum:
     the Wiener error t_n / (lambda + t_n) per direction)."""
-    noise = (lambda g2: noise_variance(defences, g2)) if any(d.adds_noise for d in defences) else None
+    B = plan.get("batch_size", 1)
+    # the gradient of a batch is the sum of B per-image gradients, of norm ~ ||sum|| / sqrt(B) each
+    noise = (lambda g2: noise_variance(defences, g2 / B)) if any(d.adds_noise for d in defences) else None
     tau = 0.0 if exact_attacker else config.LOCAL_TAU
     est = spec.at(tau, config.LOCAL_REFERENCE, noise_sq=noise)
     worst = (spec.worst(tau, config.LOCAL_REFERENCE, config.LOCAL_FUNCTIONAL, noise_sq=noise) if not exact_attacker
              else worst_of([est], [spec.samples.sq_norms], config.LOCAL_FUNCTIONAL))
     frac, n = worst.overall, spec.samples.n
-    ms = plan["prior_energy"]   # the chain's prior energy: both views' PSNRs follow their leakage scores
+    ms = plan["prior_energy"] * B   # a point's prior energy (B images): both views' PSNRs follow their scores
     mse = float(frac.estimate * ms / n)
     quality = Quality(round(1.0 - frac.estimate, 6), mse, round(psnr_of(mse), 3),
                       _method(exact_attacker),
@@ -169,7 +176,7 @@ def _noise_details(spec: Spectrum, noise, defences: tuple) -> dict:
     out = {"defences_modelled": [str(d) for d in defences if d.adds_noise],
            "defences_not_modelled": [str(d) for d in unmodelled(defences)]}
     if noise is not None:
-        stds = [noise_variance(defences, float(g)) ** 0.5 for g in spec.samples.grad_sq_norms]
+        stds = [noise(float(g)) ** 0.5 for g in spec.samples.grad_sq_norms]
         out["noise_std"] = [float(f"{min(stds):.4g}"), float(f"{max(stds):.4g}")]
     return out
 

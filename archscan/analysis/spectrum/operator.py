@@ -16,13 +16,16 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 
-def gradient_map(model: torch.nn.Module, label: int, device):
+def gradient_map(model: torch.nn.Module, label, device):
     """Flat shared-gradient map g(x) of a model, written for torch.func transforms.
+
+    ``label``: one label, or one per image of a client's batch.  The loss is the cross-entropy
+    summed over the batch (the attacks' convention; for one image it is the plain loss).
 
     Returns
     -------
     g : callable
-        ``g(x)`` for x of shape (1, C, H, W) -> (P,) concatenated gradients of the parameters that
+        ``g(x)`` for x of shape (B, C, H, W) -> (P,) concatenated gradients of the parameters that
         require grad (frozen parameters are not shared, so they are constants here).
     n_params : int
         P.
@@ -31,10 +34,10 @@ def gradient_map(model: torch.nn.Module, label: int, device):
     params = {k: p.detach() for k, p in named.items() if p.requires_grad}
     consts = {k: p.detach() for k, p in named.items() if not p.requires_grad}
     consts.update({k: b.detach() for k, b in model.named_buffers()})
-    y = torch.tensor([int(label)], device=device)
+    y = torch.tensor([int(v) for v in np.atleast_1d(label)], device=device)
 
     def loss(p, x):
-        return F.cross_entropy(functional_call(model, (p, consts), (x,)), y)
+        return F.cross_entropy(functional_call(model, (p, consts), (x,)), y, reduction="sum")
 
     def g(x):
         return torch.cat([d.reshape(-1) for d in grad(loss)(params, x).values()])
@@ -49,10 +52,12 @@ def as_tensor(a, dtype, device) -> torch.Tensor:
 
 
 class _Point:
-    """One linearisation point: the image, its label, its gradient map and the cached vjp."""
+    """One linearisation point: the client's batch (B images), their labels, the gradient map
+    and the cached vjp.  ``label`` is an int for B = 1, a tuple for a batch."""
 
-    def __init__(self, net, x: torch.Tensor, label: int, device):
-        self.x, self.label = x, int(label)
+    def __init__(self, net, x: torch.Tensor, label, device):
+        self.x = x
+        self.label = int(label) if np.ndim(label) == 0 else tuple(int(v) for v in label)
         self.g, self.n_params = gradient_map(net, self.label, device)
         self.g_out, self.g_vjp = vjp(self.g, x)   # built once: every Jᵀu is one backward through it
         self.grad_sq_norm = float((self.g_out.double() ** 2).sum())
@@ -69,9 +74,13 @@ class GramOperator:
     model : torch.nn.Module
         Deep-copied, cast to ``dtype`` and put in eval mode (the caller's model is not touched).
     images : array or tensor
-        One image (C, H, W) or several (k, C, H, W): the linearisation points.
+        One image (C, H, W) or several (k*B, C, H, W): the linearisation points, B consecutive
+        images each.
     labels : int, sequence of int or None
         Loss label per image; None uses the model's prediction (what iDLG infers).
+    batch : int
+        Images per point (a client's batch, whose gradients are summed): the unknown of a point is
+        its whole batch, n = B*C*H*W, and a product's vector holds B stacked images.
     dtype, device
         Arithmetic of the products.
     mode : {"auto", "jvp", "double-vjp"}
@@ -79,14 +88,18 @@ class GramOperator:
         map u -> Jᵀu; slower, needs no forward-mode formulas).  "auto" falls back on the first failure.
     """
 
-    def __init__(self, model, images, labels=None, dtype=torch.float32, device="cpu", mode="auto"):
-        self.dtype, self.device, self.mode = dtype, torch.device(device), mode
+    def __init__(self, model, images, labels=None, dtype=torch.float32, device="cpu", mode="auto", batch: int = 1):
+        self.dtype, self.device, self.mode, self.batch = dtype, torch.device(device), mode, int(batch)
         self.net = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval()
         X = as_tensor(images, dtype, self.device)
         X = X[None] if X.dim() == 3 else X
-        self.shape, self.n = tuple(X.shape[1:]), X[0].numel()
+        if len(X) % self.batch:
+            raise ValueError(f"{len(X)} images do not split into batches of {self.batch}")
+        self.shape, self.n = tuple(X.shape[1:]), X[0].numel() * self.batch
         labels = self._labels(X, labels)
-        self.points = [_Point(self.net, X[i : i + 1], labels[i], self.device) for i in range(len(X))]
+        B = self.batch
+        self.points = [_Point(self.net, X[i : i + B], labels[i] if B == 1 else labels[i : i + B], self.device)
+                       for i in range(0, len(X), B)]
         self.n_params = self.points[0].n_params
         self.products, self.notes = 0, []
 
@@ -113,6 +126,8 @@ class GramOperator:
         return back(jvp(g, (x,), (v,))[1])[0]
 
     def _apply(self, X: torch.Tensor, points: list, batched: bool) -> torch.Tensor:
+        if self.batch > 1:               # a point is a whole batch already: one product at a time
+            return torch.stack([self._single(p, x) for p, x in zip(points, X)])
         if batched and len(X) > 1 and len({id(p) for p in points}) == 1:
             return vmap(lambda v: self._single(points[0], v))(X)
         if batched and len(X) > 1 and self.mode != "double-vjp" and len({p.label for p in points}) == 1:
@@ -122,7 +137,7 @@ class GramOperator:
 
     def __call__(self, V: torch.Tensor, point_rows=None, batched: bool = False) -> torch.Tensor:
         """A V for the rows of V ((b, n)); row r at point ``point_rows[r]`` (default 0); float64 out."""
-        X = V.to(device=self.device, dtype=self.dtype).reshape(len(V), 1, *self.shape)
+        X = V.to(device=self.device, dtype=self.dtype).reshape(len(V), self.batch, *self.shape)
         points = [self.points[i] for i in (np.zeros(len(V), int) if point_rows is None else point_rows)]
         with _NoTF32():
             Y = self._guarded_apply(X, points, batched)
