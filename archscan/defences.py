@@ -131,6 +131,25 @@ def apply_defences(defences, gradients: dict, seed: int, per_sample: bool, first
     return {n: (torch.cat(out[n]) if per_sample else out[n][0][0]) for n in names}
 
 
+def apply_to_batch(defences, per_image: dict, seed: int) -> dict:
+    """One client's shared update from its per-image gradients ``(B, *param.shape)``: DP-SGD's
+    clipping acts on each image's gradient, then the rows are summed, then every defence's other
+    step (the noise, once on the sum; pruning; quantisation) acts on the sum, in order."""
+    rows = dict(per_image)
+    for d in defences:
+        if d.kind == "dp" and d.get("clip") is not None:
+            rows = _dp(Defence("dp", (("sigma", 0.0), ("clip", d.get("clip")))), rows, None)
+    summed = {n: g.sum(0) for n, g in rows.items()}
+    on_sum = tuple(_noise_only(d) if d.kind == "dp" else d for d in defences)
+    return apply_defences(on_sum, summed, seed, per_sample=False)
+
+
+def _noise_only(d: Defence) -> Defence:
+    """DP's noise step alone: std sigma * clip (or sigma) as absolute noise, no clipping."""
+    std = d.get("sigma") * (d.get("clip") if d.get("clip") is not None else 1.0)
+    return Defence("dp", (("sigma", std), ("clip", None)))
+
+
 def _dp(d: Defence, rows: dict, gen: torch.Generator) -> dict:
     sigma, clip = d.get("sigma"), d.get("clip")
     if clip is not None:

@@ -229,3 +229,33 @@ def test_pyproject_defence_key(tmp_path, capsys, monkeypatch):
     assert code in (0, 1), err
     rep = json.loads(out)
     assert rep["threat_model"]["defences"] == [{"kind": "dp", "sigma": 0.5, "clip": 1.0}, {"kind": "quant", "bits": 8.0}]
+
+
+def test_a_batch_client_clips_each_image_then_adds_the_noise_once():
+    g = _grads(rows=4)
+    clipped_sum = {k: v.sum(0) for k, v in dfn.apply_defences((dfn.parse_defence("dp:sigma=0,clip=1"),), g, 0,
+                                                              per_sample=True).items()}
+    quiet = dfn.apply_to_batch((dfn.parse_defence("dp:sigma=0,clip=1"),), g, 0)
+    assert all(torch.allclose(quiet[k], clipped_sum[k], rtol=1e-12) for k in g)     # clip each, then sum
+    noisy = dfn.apply_to_batch((dfn.parse_defence("dp:sigma=0.5,clip=1"),), g, 0)
+    residual = torch.cat([(noisy[k] - clipped_sum[k]).flatten() for k in g])
+    assert abs(float(residual.std()) - 0.5) < 0.15                 # one draw of std sigma*C on the sum, not sqrt(B) of them
+    pruned = dfn.apply_to_batch((dfn.parse_defence("prune:ratio=0.5"),), g, 0)
+    assert all(int((pruned[k] == 0).sum()) == pruned[k].numel() // 2 for k in g)     # pruning acts on the sum
+
+
+def test_validate_attacks_one_clients_batch(capsys):
+    """--batch-size B: the B images' summed gradient is attacked jointly; rows are paired with the
+    true images by an assignment, and the gradient match is one figure for the batch."""
+    from archscan.validate.run import ValidateOptions, validate
+    scan = ScanOptions(input_shape=(3, 32, 32), num_classes=10, batch_size=3, local="off")
+    rep = validate(f"{ROOT}/examples/paper_zoo.py:cnn_narrow",
+                   ValidateOptions(scan=scan, attacks=("prior", "ig", "rgap"), n_images=3, fast=True))
+    assert rep["threat_model"]["batch_size"] == 3
+    ig = [r for r in rep["results"] if r["attack"] == "ig"]
+    assert [r["image"] for r in ig] == rep["images"]["names"] and len({r["match"] for r in ig}) == 1
+    assert any("summed batch of 3" in (a["skipped"] or "") for a in rep["attacks"] if a["attack"] == "rgap")
+    from archscan.cli.main import main
+    code = main(["validate", f"{ROOT}/examples/paper_zoo.py:cnn_narrow", "--input-shape", "3,32,32",
+                 "--batch-size", "4", "--images", "2"])
+    assert code == 2 and "give --images 4 (got 2 images)" in capsys.readouterr().err

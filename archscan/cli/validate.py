@@ -30,6 +30,9 @@ def add_validate_parser(sub) -> None:
                         "one (by gradient match); without it each attack runs its one default configuration")
     p.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE", dest="set_",
                    help="an attack setting applied to every run of that attack, e.g. ig.iterations=300")
+    p.add_argument("--batch-size", type=int,
+                   help="the images are one client's batch whose summed gradient is shared (B = the number of "
+                        "images); default 1: every image is its own client")
     p.add_argument("--labels", choices=("known", "inferred"), help="default inferred")
     p.add_argument("--bn-mode", choices=("eval", "train"), help="default eval")
     p.add_argument("--seed", type=int, help="every random draw (weights, images, attacks, defence noise) from it; default 0")
@@ -46,13 +49,14 @@ def add_validate_parser(sub) -> None:
 # What validate takes from [tool.archscan] (the model and its threat model), with scan's defaults
 VALIDATE_DEFAULTS = {"model": None, "input_shape": None, "num_classes": None, "model_args": {}, "weights": None,
                      "labels": "inferred", "bn_mode": "eval", "seed": 0, "local": "auto", "device": "cpu",
+                     "batch_size": 1,
                      "defence": None}
 
 
 def _options(args):
     from archscan.config import ScanOptions
     from archscan.errors import InputError
-    from archscan.config.values import check_seed, parse_shape
+    from archscan.config.values import check_batch_size, check_seed, parse_shape
     from archscan.validate.run import ValidateOptions, check_attacks
     from archscan.cli.settings import defences_of, settings
     s = settings(args, VALIDATE_DEFAULTS)
@@ -62,7 +66,11 @@ def _options(args):
     if n < 1:
         raise InputError("--images: need at least one image")
     check_seed(s["seed"])
-    scan = ScanOptions(input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
+    check_batch_size(s["batch_size"])
+    if s["batch_size"] > 1 and n != s["batch_size"]:
+        raise InputError(f"--batch-size {s['batch_size']}: validate attacks one client's batch; give "
+                         f"--images {s['batch_size']} (got {n} images)")
+    scan = ScanOptions(batch_size=s["batch_size"], input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
                        labels=s["labels"], bn_mode=s["bn_mode"], seed=s["seed"], weights=s["weights"],
                        model_args=s["model_args"], local=s["local"], defences=defences_of(s["defence"]))
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])

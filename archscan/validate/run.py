@@ -162,15 +162,19 @@ def _merge(problems):
 
 
 def make_client(model, images, opts: ValidateOptions, num_classes: int, device):
-    """Each image is a client's private batch of one; labels are fixed (i mod classes).  The
+    """Each image is a client's private batch of one -- or, with ``--batch-size B``, the images
+    are one client's batch whose summed gradient is shared; labels are fixed (i mod classes).  The
     client applies ``--defence`` to its update before sharing it: the attacks see only that."""
     from dataclasses import replace
 
-    from archscan.defences import apply_defences
+    from archscan.defences import apply_defences, apply_to_batch
     from archscan.validate.attacks import make_target
     labels = torch.arange(len(images)) % max(1, num_classes)
     target = make_target(model, images, labels, reveal_labels=opts.scan.labels == "known", per_sample=True,
                          device=device, dtype=torch.float64, train=opts.scan.bn_mode == "train")
+    if opts.scan.batch_size > 1:        # per-image gradients first: DP clips each image before the sum
+        return replace(target, gradients=apply_to_batch(opts.scan.defences, target.gradients, opts.scan.seed),
+                       per_sample=False)
     if not opts.scan.defences:
         return target
     return replace(target, gradients=apply_defences(opts.scan.defences, target.gradients, opts.scan.seed,
@@ -193,14 +197,18 @@ def gradient_match(target, images: torch.Tensor, labels) -> list[float]:
     if labels is None:
         labels = labels_per_problem(target).flatten()
     out = []
+    if not target.per_sample and target.batch_size > 1:   # one summed gradient: one match, for every image
+        per = target.batch_size
+    else:
+        per = 1
     for i, prob in enumerate(target.problems()):
-        x = images[i:i + 1].to(target.device, torch.float64)
-        y = labels[i:i + 1].to(target.device)
+        x = images[i * per:(i + 1) * per].to(target.device, torch.float64)
+        y = labels[i * per:(i + 1) * per].to(target.device)
         with torch.enable_grad():
             grads = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), params, allow_unused=True)
         mine = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
         observed = [prob.gradients[n].to(target.device, torch.float64) for n in names]
-        out.append(float(cosine_distance([g.unsqueeze(0) for g in mine], [o.unsqueeze(0) for o in observed])[0]))
+        out += [float(cosine_distance([g.unsqueeze(0) for g in mine], [o.unsqueeze(0) for o in observed])[0])] * per
     return out
 
 
@@ -212,6 +220,8 @@ def score_reconstruction(rec, images, names, target=None, config: str | None = N
     from archscan.validate.metrics import psnr, ssim
     if rec.skipped:
         return []
+    if target is not None and not target.per_sample and target.batch_size > 1:
+        rec = _in_image_order(rec, images)
     p = psnr(rec.images.cpu(), images.to(rec.images.dtype))
     s = ssim(rec.images.cpu(), images.to(rec.images.dtype))
     per = rec.seconds / max(1, len(images))
@@ -224,10 +234,26 @@ def score_reconstruction(rec, images, names, target=None, config: str | None = N
         for i, row in enumerate(rows):
             if config is not None:
                 row.update(config=config, label=label)
-            row["objective"] = None if not own or own[i] is None else _num(own[i])
+            mine = own[i * len(own) // len(rows)] if own else None   # a summed batch: one objective for all
+            row["objective"] = None if mine is None else _num(mine)
             row["match"] = _num(match[i])
             row["tv"] = round(float(tv[i]), 6)
     return rows
+
+
+def _in_image_order(rec, images):
+    """A batch attack returns its B images in any order: pair each true image with the
+    reconstruction that minimises the total squared error (an assignment; what an attacker's
+    order is worth, not a guess), and reorder images and labels to match."""
+    from dataclasses import replace
+
+    from scipy.optimize import linear_sum_assignment
+    got = rec.images.detach().cpu().double().flatten(1)
+    cost = torch.cdist(images.double().flatten(1), got).pow(2).numpy()
+    _, cols = linear_sum_assignment(cost)
+    order = torch.as_tensor(cols)
+    labels = rec.labels[order.to(rec.labels.device)] if rec.labels is not None and len(rec.labels) == len(order) else rec.labels
+    return replace(rec, images=rec.images[order.to(rec.images.device)], labels=labels)
 
 
 def _num(v: float) -> float | None:
