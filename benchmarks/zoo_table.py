@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from archscan.config import ScanOptions  # noqa: E402
 from archscan.pipeline import scan  # noqa: E402
 from archscan.validate.run import ValidateOptions, validate  # noqa: E402
-from archscan.validate.zoo import QUALITY_CEILING_DB, clipped, spearman  # noqa: E402
+from archscan.validate.zoo import QUALITY_CEILING_DB, clipped, spearman, spearman_interval  # noqa: E402
 
 CLOSED_FORM = ("prior", "analytic", "rgap", "april")
 
@@ -97,6 +97,8 @@ def summary(rows: list) -> dict:
             "within_4db": sum(abs(e) <= 4 for e in err), "mean_abs_db": round(statistics.mean(abs(e) for e in err), 2) if err else None,
             "misses": {r["model"]: round(e, 1) for r, e in zip(usable, err) if abs(e) > 4},
             "spearman": spearman(clipped([r["predicted"] for r in usable]), clipped([r["achieved"] for r in usable])),
+            "spearman_interval": spearman_interval(clipped([r["predicted"] for r in usable]),
+                                                   clipped([r["achieved"] for r in usable])),
             "resistant_but_reconstructed": [r["model"] for r in usable if r["verdict"] == "RESISTANT"
                                             and r["achieved"] >= r["prior"] + 3]}
 
@@ -111,7 +113,7 @@ def render(rows: list, s: dict) -> str:
                      f"{min(r['predicted'], QUALITY_CEILING_DB):>6.1f} {a:>8} {r['scan_s']:>6.0f}  "
                      f"{r['attack'] or r['source']}")
     lines.append(f"within 4 dB: {s['within_4db']}/{s['models']}  mean |error| {s['mean_abs_db']} dB  "
-                 f"Spearman {s['spearman']}  misses {s['misses']}")
+                 f"Spearman {s['spearman']} (95% bootstrap {s['spearman_interval']})  misses {s['misses']}")
     lines.append(f"RESISTANT but reconstructed >= 3 dB above the prior: {s['resistant_but_reconstructed'] or 'none'}; "
                  f"not attacked: {', '.join(s['not_attacked']) or 'none'}")
     return "\n".join(lines) + "\n"

@@ -87,3 +87,14 @@ def test_match_order_recovers_permutation():
     shuffled = images[[2, 0, 3, 1]]
     perm = match_order(shuffled, images)
     assert torch.equal(shuffled[perm], images)
+
+
+def test_spearman_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    from archscan.validate.zoo import spearman, spearman_interval
+    xs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    ys = [1.2, 1.9, 3.5, 3.1, 5.2, 6.8, 6.1, 8.4, 9.0, 9.9]
+    a, b = spearman_interval(xs, ys, seed=3), spearman_interval(xs, ys, seed=3)
+    assert a == b and a[0] <= spearman(xs, ys) <= a[1] <= 1.0
+    assert spearman_interval(xs[:3], ys[:3]) is None
+    noisy = spearman_interval(xs, [5, 1, 9, 2, 8, 3, 7, 4, 6, 10], seed=3)
+    assert noisy[1] - noisy[0] > a[1] - a[0]          # weaker agreement, wider interval

@@ -160,7 +160,8 @@ def render_text(report: dict) -> str:
                          f"{_f(r.get('error_db'), 1):>6} {_f(r.get('selected_psnr'), 1):>7}  {','.join(r['best_attacks'])}")
         lines.append(f"within 4 dB (clipped): {report.get('within_4db')}")
         lines.append(f"Spearman (predicted vs best achieved PSNR, both clipped at the 8-bit ceiling "
-                     f"{report['quality_ceiling_db']} dB): {report['spearman']}  (unclipped: "
+                     f"{report['quality_ceiling_db']} dB): {report['spearman']} "
+                     f"[95% bootstrap {report.get('spearman_interval')}]  (unclipped: "
                      f"{report['spearman_raw']}; against the objective-selected PSNR: "
                      f"{report.get('spearman_selected')})")
         return "\n".join(lines) + "\n"

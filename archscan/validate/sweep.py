@@ -281,7 +281,7 @@ def report(sweep: dict, store: ResultStore) -> dict:
     """Per model and defence setting: the prediction, the oracle best per image over every attack
     and configuration, its median over images; Spearman over the rows (clipped at the 8-bit
     ceiling).  Tasks missing from the store are counted, never guessed."""
-    from archscan.validate.zoo import QUALITY_CEILING_DB, clipped, spearman
+    from archscan.validate.zoo import QUALITY_CEILING_DB, clipped, spearman, spearman_interval
     records = {}
     missing = 0
     for t in tasks(sweep):
@@ -296,11 +296,11 @@ def report(sweep: dict, store: ResultStore) -> dict:
             rows.append(_row(m, list(defences), [v for v in records.values()
                                                  if v[0]["model"] == m and v[0]["defences"] == list(defences)]))
     usable = [r for r in rows if r["predicted_psnr"] is not None and r["best_psnr"] is not None]
+    pred, best = clipped([r["predicted_psnr"] for r in usable]), clipped([r["best_psnr"] for r in usable])
     return {"schema_version": "1.0", "kind": "sweep", "tasks": len(tasks(sweep)), "missing": missing,
             "seed": sweep["seed"], "attacks": sweep["attacks"], "budget": sweep["budget"], "rows": rows,
             "quality_ceiling_db": round(QUALITY_CEILING_DB, 3),
-            "spearman": spearman(clipped([r["predicted_psnr"] for r in usable]),
-                                 clipped([r["best_psnr"] for r in usable]))}
+            "spearman": spearman(pred, best), "spearman_interval": spearman_interval(pred, best, sweep["seed"])}
 
 
 def _row(model: dict, defences: list, entries: list) -> dict:
@@ -328,7 +328,7 @@ def render(rep: dict) -> str:
         lines.append(f"{r['model']:<22} {d:<28} {str(r['verdict']):<11} {_f(r['predicted_psnr']):>8} "
                      f"{_f(r['best_psnr']):>8} {_f(r['best_ssim'], 2):>5}  {attacks}")
     lines.append(f"tasks {rep['tasks']} ({rep['missing']} missing); Spearman (clipped at {rep['quality_ceiling_db']} dB): "
-                 f"{rep['spearman']}")
+                 f"{rep['spearman']} (95% bootstrap {rep.get('spearman_interval')})")
     return "\n".join(lines) + "\n"
 
 

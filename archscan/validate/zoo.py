@@ -48,6 +48,27 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     return None if rho != rho else round(float(rho), 4)  # NaN when one side is constant
 
 
+def spearman_interval(xs: list[float], ys: list[float], seed: int = 0, draws: int = 2000,
+                      level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of the Spearman correlation (models resampled with
+    replacement; seeded, so the same data give the same interval).  None below 4 models."""
+    import numpy as np
+    from scipy.stats import spearmanr
+    if len(xs) < 4:
+        return None
+    rng = np.random.default_rng([int(seed), 11])
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    rhos = []
+    for _ in range(draws):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            rhos.append(spearmanr(x[i], y[i]).statistic)
+    if not rhos:
+        return None
+    lo, hi = np.quantile(rhos, [(1 - level) / 2, (1 + level) / 2])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
 def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, plot_path: str | None = None) -> dict:
     rows = []
     entries = read_manifest(path, include_slow)
@@ -75,7 +96,9 @@ def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, p
     errors = [abs(r["error_db"]) for r in usable]
     within = round(sum(e <= 4.0 for e in errors) / len(errors), 3) if errors else None
     out = {"schema_version": "1.3", "within_4db": within, "kind": "zoo-validation", "manifest": path, "models": rows,
-           "budget": opts.budget, "spearman": rho, "spearman_raw": spearman(pred, best),
+           "budget": opts.budget, "spearman": rho,
+           "spearman_interval": spearman_interval(clipped(pred), clipped(best), opts.scan.seed),
+           "spearman_raw": spearman(pred, best),
            "spearman_selected": spearman(clipped([r["predicted_psnr"] for r in chosen]),
                                          clipped([r["selected_psnr"] for r in chosen])),
            "spearman_leakage_score": spearman([r["leakage_score"] for r in usable], clipped(best)),
