@@ -63,6 +63,15 @@ def _files(store: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted((store / "results").glob("*.json"))}
 
 
+def test_a_sweep_over_a_manifest(tmp_path):
+    p = tmp_path / "zoo.toml"
+    p.write_text(f"manifest = '{ROOT}/examples/manifest.toml'\nselect = ['lenet5', 'cnn6_d']\nattacks = ['prior']\n")
+    spec = sw.read_sweep(str(p))
+    assert [m["name"] for m in spec["models"]] == ["lenet5", "cnn6_d"]
+    assert all(Path(m["spec"].split(":")[0]).is_absolute() for m in spec["models"])
+    assert spec["models"][0]["input_shape"] == [3, 32, 32] and spec["models"][0]["num_classes"] == 10
+
+
 def test_tasks_of_a_sweep(sweep_file):
     spec = sw.read_sweep(str(sweep_file))
     tasks = sw.tasks(spec)
@@ -73,7 +82,9 @@ def test_tasks_of_a_sweep(sweep_file):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("seed = 0\n", "no [[model]] table"),
+    ("seed = 0\n", "no [[model]] table and no manifest"),
+    ("select = ['lenet5']\n", "select needs a manifest"),
+    (f"manifest = '{ROOT}/examples/manifest.toml'\nselect = ['lenet7']\n", "'lenet7' is not a fast model"),
     ("sed = 0\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "unknown key 'sed'"),
     ("[[model]]\nspec='a.py:f'\n", "needs spec and input_shape"),
     ("attacks = ['igg']\n[[model]]\nspec='a.py:f'\ninput_shape=[3,8,8]\n", "unknown attack 'igg'"),

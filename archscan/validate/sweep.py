@@ -16,6 +16,9 @@ The sweep file (TOML; paths relative to its folder)::
     spec = "paper_zoo.py:lenet5"
     input_shape = [3, 32, 32]
     num_classes = 10
+    # or, instead of (or besides) [[model]] tables, a zoo manifest's fast models:
+    manifest = "../examples/manifest.toml"
+    select = ["lenet5", "cnn6_d"]    # optional: only these (factory names)
 
 One task is one image attacked with one configuration of one attack under one defence setting,
 or one prediction (scan) per model and defence setting.  A task is a pure function of its
@@ -35,7 +38,7 @@ from archscan.errors import ArchscanError, InputError
 from archscan.validate.store import ResultStore, task_key
 
 SWEEP_KEYS = {"seed", "images", "n_images", "attacks", "budget", "set", "configurations", "defences", "model",
-              "device"}
+              "device", "manifest", "select"}
 MAX_RETRIES = 3   # a task whose worker dies (killed, out of memory) runs again up to this often
 
 
@@ -55,9 +58,10 @@ def read_sweep(path: str) -> dict:
     unknown = sorted(set(data) - SWEEP_KEYS)
     if unknown:
         raise InputError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(SWEEP_KEYS))})")
-    models = data.get("model") or []
+    base = p.resolve().parent
+    models = list(data.get("model") or []) + _manifest_models(path, base, data)
     if not models:
-        raise InputError(f"{path}: no [[model]] table")
+        raise InputError(f"{path}: no [[model]] table and no manifest")
     for i, m in enumerate(models):
         if "spec" not in m or "input_shape" not in m:
             raise InputError(f"{path}: [[model]] #{i + 1} needs spec and input_shape")
@@ -67,7 +71,6 @@ def read_sweep(path: str) -> dict:
     check_budget(data.get("budget"))
     settings = [tuple(str(d) for d in parse_defences(s)) for s in data.get("defences", [[]])]
     configs = _check_configurations(path, data.get("configurations", {}), data.get("attacks", ["prior", "ig"]))
-    base = p.resolve().parent
     return {
         "seed": int(data.get("seed", 0)), "images": data.get("images", 2), "n_images": data.get("n_images"),
         "attacks": list(data.get("attacks", ["prior", "ig"])), "budget": data.get("budget"),
@@ -75,6 +78,28 @@ def read_sweep(path: str) -> dict:
         "models": [{"spec": _absolute(base, m["spec"]), "name": m["spec"].split(":")[-1],
                     "input_shape": list(m["input_shape"]), "num_classes": m.get("num_classes")} for m in models],
     }
+
+
+def _manifest_models(path: str, base: Path, data: dict) -> list:
+    """The fast models of ``manifest`` (specs relative to the repository holding it), ``select``ed."""
+    if "manifest" not in data:
+        if "select" in data:
+            raise InputError(f"{path}: select needs a manifest")
+        return []
+    from archscan.validate.zoo import read_manifest
+    entries = read_manifest(str((base / data["manifest"]).resolve()), include_slow=False)
+    chosen = data.get("select")
+    names = {e["spec"].split(":")[-1] for e in entries}
+    for name in chosen or []:
+        if name not in names:
+            raise InputError(f"{path}: select {name!r} is not a fast model of {data['manifest']}")
+    return [{**e, "spec": _resolved(e["resolved"])} for e in entries
+            if chosen is None or e["spec"].split(":")[-1] in chosen]
+
+
+def _resolved(spec: str) -> str:
+    file, sep, factory = spec.rpartition(":")
+    return f"{Path(file).resolve()}:{factory}" if sep and file.endswith(".py") else spec
 
 
 def _check_configurations(path: str, configs: dict, attacks: list) -> dict:
