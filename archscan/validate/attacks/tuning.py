@@ -6,7 +6,8 @@ each optimisation attack over a grid of configurations and keeps every result:
 
 * ``fast``      - a tiny grid for tests and quick looks (the ``--fast`` iteration counts);
 * ``default``   - a small grid that fits a CPU (each attack's own default configuration plus the
-  few alternatives that won somewhere in the measurements of ``TUNING_RESULTS.md``);
+  few alternatives that won somewhere in the calibration measurements: README, "Validate",
+  ``benchmarks/tuning_gain.py``);
 * ``thorough``  - the full factorial grid (meant for a GPU: Inverting Gradients runs every
   configuration that shares an iteration count as rows of one batched tensor program).
 
@@ -40,7 +41,8 @@ GRIDS = {
         "fast": [{"tv": [1e-2, 1e-3, 1e-4], "signed": [True, False], "init": ["grey"]}],
         # TV weight is the axis that matters (the winner is 0, 1e-4, 1e-3, 1e-2 or 1e-1 depending on
         # the model); plain Adam, a grey start and L2 matching add 0.3-1 dB where they win; 3000
-        # iterations and other learning rates changed < 0.5 dB in the exploration (TUNING_RESULTS.md)
+        # iterations and other learning rates changed < 0.5 dB in the exploration (8 000 iterations lose on
+        # ResNet-8: docs/scores.md)
         "default": [{"tv": [1e-2, 1e-3, 1e-4, 0.0], "signed": [True, False], "init": ["random", "grey"]},
                     {"tv": [1e-4, 1e-2], "loss": ["l2"], "init": ["grey"], "signed": [False]},
                     {"tv": [1e-1]}],
