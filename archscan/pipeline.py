@@ -9,7 +9,7 @@ import os
 import time
 
 from archscan import config
-from archscan.analysis.local import optimisation_view
+from archscan.analysis.local import global_pool_of, optimisation_view
 from archscan.analysis.memory import check_scan_fits
 from archscan.analysis.propagate import propagate
 from archscan.analysis.scores import chain_view, copa_index, ra_index
@@ -62,7 +62,8 @@ def scan(spec: str, options: config.ScanOptions) -> ScanReport:
     chain = chain_view(g, systems, state, shape, options.seed)
     clock.mark("chain")
     activations = sum(g.nodes[n]["layer"].out_size for n in g.nodes)
-    optimisation = optimisation_view(loaded.module, options, shape, chain, activations, forward_macs(systems))
+    optimisation = optimisation_view(loaded.module, options, shape, chain, activations, forward_macs(systems),
+                                     global_pool_of(g))
     clock.mark("optimisation")
     report = _assemble(spec, options, traced, g, systems, state, chain, optimisation, _capture(loaded, options))
     report.timing.update(clock.total())

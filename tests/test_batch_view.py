@@ -74,3 +74,30 @@ def test_scan_at_batch_four_predicts_less_than_at_batch_one():
     one, four = rep[1]["optimisation"], rep[4]["optimisation"]
     assert four["status"] == "ran" and four["batch_size"] == 4 and four["directions"]["of"] == 4 * 3 * 32 * 32
     assert four["leakage_score"] < one["leakage_score"] and four["predicted_psnr"] < one["predicted_psnr"]
+
+
+@pytest.mark.parametrize("name, pooled", [("cnn_bn_pool", "gap"), ("lenet5", None), ("cnn6_d", None)])
+def test_global_average_pool_heads_are_found(name, pooled):
+    from archscan.analysis.local import global_pool_of
+    from archscan.model.graph import build_graph
+    from archscan.model.load import load_model
+    from archscan.model.trace import trace_model
+    loaded = load_model(f"{ROOT}/examples/paper_zoo.py:{name}", {}, 10, 0)
+    assert global_pool_of(build_graph(trace_model(loaded, (3, 32, 32)).nodes)) == pooled
+
+
+def test_real_style_resnet_head_is_a_global_pool_and_vgg_is_not():
+    from archscan.analysis.local import global_pool_of
+    from archscan.model.graph import build_graph
+    from archscan.model.load import load_model
+    from archscan.model.trace import trace_model
+    found = {m: global_pool_of(build_graph(trace_model(load_model(f"{ROOT}/examples/real_style.py:{m}", {}, 10, 0),
+                                                      (3, 32, 32)).nodes)) for m in ("resnet8", "vgg_small")}
+    assert found == {"resnet8": "avgpool", "vgg_small": None}
+
+
+def test_the_view_names_a_global_pool_head_in_its_notes():
+    from archscan.pipeline import scan
+    s = scan(f"{ROOT}/examples/paper_zoo.py:cnn_bn_pool", ScanOptions(input_shape=(3, 32, 32), num_classes=10))
+    opt = s.to_dict()["scores"]["optimisation"]
+    assert opt["global_pool"] == "gap" and any("global average pool (gap)" in n for n in opt["notes"])
