@@ -228,3 +228,24 @@ def test_a_task_whose_worker_dies_is_retried(tmp_path, ray_head):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert marker.exists() and r.stdout.strip().splitlines()[-1] == "2 [2, 4]"
+
+
+def test_an_archscan_error_inside_a_ray_task_comes_back_as_itself():
+    """What ray.get raises for a task that raised InputError: the InputError, not Ray's wrapper."""
+    class RayTaskError(Exception):
+        def __init__(self, cause):
+            self.cause = cause
+
+    class FakeRay:
+        exceptions = type("exceptions", (), {"RayTaskError": RayTaskError})
+
+        def __init__(self, cause):
+            self.error = RayTaskError(cause)
+
+        def get(self, ref):
+            raise self.error
+
+    with pytest.raises(InputError, match="no such file"):
+        sw._get(FakeRay(InputError("m.py: no such file")), None)
+    with pytest.raises(RayTaskError):                       # anything else stays Ray's error
+        sw._get(FakeRay(ValueError("bug")), None)
