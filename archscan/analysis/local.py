@@ -126,12 +126,11 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
     B = max(1, int(getattr(options, "batch_size", 1) or 1))
     prior = prior_images(tuple(shape), config.PRIOR_IMAGES, options.seed)
     mu = prior.mean(axis=0)               # the attacks' start: the prior's mean
-    pool = prior if B == 1 else prior_images(tuple(shape), max(config.PRIOR_IMAGES, config.LOCAL_SAMPLES * B),
-                                             options.seed)
-    X = pool[: config.LOCAL_SAMPLES * B]
-    k_fit = memory.points_that_fit(module, X.shape[1] * B, activations * B, config.LOCAL_SAMPLES, config.LOCAL_STEPS,
-                                   device, views=2)
+    k_fit = memory.points_that_fit(module, prior.shape[1] * B, activations * B, config.LOCAL_SAMPLES,
+                                   config.LOCAL_STEPS, device, views=2)
     k, steps = plan_work(macs * B, k_fit)
+    # k points of B images each: drawn only as many as used (a large batch at 224² is large)
+    X = prior[: k] if B == 1 else prior_images(tuple(shape), max(config.PRIOR_IMAGES, k * B), options.seed)[: k * B]
     images = X[: k * B].reshape(k * B, *shape)
     V, labels = (X[: k * B] - mu).reshape(k, -1), _labels(module, images)
     target = GramOperator(module, images, labels, dtype=torch.float32, device=device, batch=B)
