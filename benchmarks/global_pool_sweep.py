@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"{r['model']:<22} {r['set']:<9} {r['achieved']:>8.1f}  "
                      + " ".join(f"{r['pred'][t][0]:>6.1f}" for t in GRID))
-    lines.append(f"held-in mean |error| by tau: " + ", ".join(f"{t:g}: {err(held_in, t):.2f}" for t in GRID))
+    lines.append("held-in mean |error| by tau: " + ", ".join(f"{t:g}: {err(held_in, t):.2f}" for t in GRID))
     lines.append(f"taus that call none of {', '.join(r['model'] for r in unsafe)} RESISTANT: "
                  f"{', '.join(f'{t:g}' for t in allowed)}")
     held_out = [r for r in rows if r["set"] == "held-out"]
