@@ -135,6 +135,9 @@ def test_cli_serial_writes_the_store_and_report(sweep_file, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cnn_narrow" in text and "dp:sigma=0.1,clip=1" in text
     assert (out / "report.json").is_file() and len(list((out / "results").glob("*.json"))) == 10
+    html = (out / "report.html").read_text()
+    assert "Across defence settings" in html and html.count("data:image/png;base64,") == 2
+    assert "dp:sigma=0.1,clip=1" in html and "http" not in html.split("<style>")[0] + html.split("</style>")[1]
     assert main(["sweep", str(tmp_path / "nothing.toml"), "-o", str(out), "--serial"]) == 2
 
 

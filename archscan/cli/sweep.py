@@ -42,6 +42,8 @@ def run_sweep(args) -> int:
     rep = sw.report(spec, store)
     (out / "report.json").write_text(json.dumps(rep, indent=1, sort_keys=True) + "\n")
     (out / "report.txt").write_text(sw.render(rep))
+    from archscan.formatters.sweep_html import render as render_html
+    (out / "report.html").write_text(render_html(rep))
     print(f"archscan: {counts['ran']} task(s) ran on {counts['backend']}, {counts['cached']} were already in "
           f"{out}", file=sys.stderr)
     sys.stdout.write(json.dumps(rep, indent=1, sort_keys=True) + "\n" if args.format == "json" else sw.render(rep))
