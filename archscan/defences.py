@@ -52,8 +52,21 @@ class Defence:
         return f"{self.kind}:" + ",".join(f"{k}={v:g}" for k, v in self.settings if v is not None)
 
     @property
+    def noise_std(self) -> float:
+        """Std of DP's Gaussian noise per coordinate of the (clipped) update: sigma*clip, or sigma."""
+        if self.kind != "dp":
+            return 0.0
+        clip = self.get("clip")
+        return self.get("sigma") * (clip if clip is not None else 1.0)
+
+    @property
     def adds_noise(self) -> bool:
-        return self.kind == "dp" and self.get("sigma") > 0
+        return self.noise_std > 0
+
+
+def adds_noise(defences) -> bool:
+    """Some defence adds Gaussian noise: the chain's exact-gradient reasoning no longer applies."""
+    return any(d.adds_noise for d in defences)
 
 
 def parse_defence(text: str) -> Defence:
@@ -98,6 +111,12 @@ def spelled(items: list) -> str:
     return ", ".join(f"{d['kind']}:" + ",".join(f"{k}={v:g}" for k, v in d.items() if k != "kind") for d in items)
 
 
+def threat_suffix(threat_model: dict) -> str:
+    """``", defences dp:sigma=..."`` for a report's threat-model line, '' without defences."""
+    items = threat_model.get("defences")
+    return f", defences {spelled(items)}" if items else ""
+
+
 def parse_defences(items) -> tuple:
     return tuple(parse_defence(t) for t in (items or ()))
 
@@ -138,28 +157,27 @@ def apply_to_batch(defences, per_image: dict, seed: int) -> dict:
     rows = dict(per_image)
     for d in defences:
         if d.kind == "dp" and d.get("clip") is not None:
-            rows = _dp(Defence("dp", (("sigma", 0.0), ("clip", d.get("clip")))), rows, None)
+            rows = _clip(rows, d.get("clip"))
     summed = {n: g.sum(0) for n, g in rows.items()}
-    on_sum = tuple(_noise_only(d) if d.kind == "dp" else d for d in defences)
+    on_sum = tuple(Defence("dp", (("sigma", d.noise_std), ("clip", None))) if d.kind == "dp" else d
+                   for d in defences)   # DP's noise step alone, once on the sum
     return apply_defences(on_sum, summed, seed, per_sample=False)
 
 
-def _noise_only(d: Defence) -> Defence:
-    """DP's noise step alone: std sigma * clip (or sigma) as absolute noise, no clipping."""
-    std = d.get("sigma") * (d.get("clip") if d.get("clip") is not None else 1.0)
-    return Defence("dp", (("sigma", std), ("clip", None)))
+def _clip(rows: dict, clip: float) -> dict:
+    """Each row (one image's gradient over all parameters) scaled to L2 norm at most ``clip``."""
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in rows.values()))
+    scale = torch.clamp(clip / norms.clamp_min(torch.finfo(norms.dtype).tiny), max=1.0)
+    return {n: g * scale.view(-1, *[1] * (g.dim() - 1)) for n, g in rows.items()}
 
 
 def _dp(d: Defence, rows: dict, gen: torch.Generator) -> dict:
-    sigma, clip = d.get("sigma"), d.get("clip")
-    if clip is not None:
-        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in rows.values()))
-        scale = torch.clamp(clip / norms.clamp_min(torch.finfo(norms.dtype).tiny), max=1.0)
-        rows = {n: g * scale.view(-1, *[1] * (g.dim() - 1)) for n, g in rows.items()}
-    std = sigma * (clip if clip is not None else 1.0)
-    if std == 0:
+    if d.get("clip") is not None:
+        rows = _clip(rows, d.get("clip"))
+    if not d.adds_noise:
         return rows
-    return {n: g + std * torch.randn(g.shape, generator=gen, dtype=torch.float64).to(g) for n, g in rows.items()}
+    return {n: g + d.noise_std * torch.randn(g.shape, generator=gen, dtype=torch.float64).to(g)
+            for n, g in rows.items()}
 
 
 def _prune(d: Defence, rows: dict, gen: torch.Generator) -> dict:
@@ -205,11 +223,9 @@ def noise_variance(defences, grad_sq_norm: float) -> float:
     for d in defences:
         if d.kind != "dp":
             continue
-        clip = d.get("clip")
-        if clip is not None:
-            scale *= min(1.0, clip / max(norm * scale, 1e-300))
-        std = d.get("sigma") * (clip if clip is not None else 1.0)
-        total += (std / scale) ** 2
+        if d.get("clip") is not None:
+            scale *= min(1.0, d.get("clip") / max(norm * scale, 1e-300))
+        total += (d.noise_std / scale) ** 2
     return total
 
 
@@ -225,7 +241,7 @@ def unmodelled_note(defences) -> str:
         return ""
     names = ", ".join(str(d) for d in rest)
     first_noise = next((i for i, d in enumerate(defences) if d.adds_noise), None)
-    before = first_noise is not None and any(defences.index(d) < first_noise for d in rest)
+    before = first_noise is not None and any(d.kind != "dp" for d in defences[:first_noise])
     why = ("they come before the noise, so this is not guaranteed to bound what leaks" if before else
            "they only post-process the gradient, so this bounds what leaks from above")
     return (f"{names} not modelled by the prediction: the figures are for the gradient without "

@@ -23,7 +23,7 @@ from archscan.analysis.prior import prior_images
 from archscan.analysis.scores import psnr_of
 from archscan.analysis.spectrum import GramOperator, Spectrum, lanczos, probe_vectors, worst_of
 from archscan.analysis.verdict import ChainView, OptimisationView, Quality
-from archscan.defences import noise_variance, unmodelled
+from archscan.defences import adds_noise, noise_variance, unmodelled
 from archscan.terms import Verdict, ViewStatus
 
 __all__ = ["optimisation_view", "spectrum_at_prior"]
@@ -131,8 +131,8 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
     k, steps = plan_work(macs * B, k_fit)
     # k points of B images each: drawn only as many as used (a large batch at 224² is large)
     X = prior[: k] if B == 1 else prior_images(tuple(shape), max(config.PRIOR_IMAGES, k * B), options.seed)[: k * B]
-    images = X[: k * B].reshape(k * B, *shape)
-    V, labels = (X[: k * B] - mu).reshape(k, -1), _labels(module, images)
+    images = X.reshape(k * B, *shape)
+    V, labels = (X - mu).reshape(k, -1), _labels(module, images)
     target = GramOperator(module, images, labels, dtype=torch.float32, device=device, batch=B)
     at_mu = GramOperator(module, np.repeat(mu[None], k * B, 0).reshape(k * B, *shape), labels, dtype=torch.float32,
                          device=device, batch=B)
@@ -160,7 +160,7 @@ def view_of(spec: Spectrum, plan: dict, defences: tuple = (), exact_attacker: bo
     the Wiener error t_n / (lambda + t_n) per direction)."""
     B = plan.get("batch_size", 1)
     # the gradient of a batch is the sum of B per-image gradients, of norm ~ ||sum|| / sqrt(B) each
-    noise = (lambda g2: noise_variance(defences, g2 / B)) if any(d.adds_noise for d in defences) else None
+    noise = (lambda g2: noise_variance(defences, g2 / B)) if adds_noise(defences) else None
     tau = 0.0 if exact_attacker else config.LOCAL_TAU
     est = spec.at(tau, config.LOCAL_REFERENCE, noise_sq=noise)
     worst = (spec.worst(tau, config.LOCAL_REFERENCE, config.LOCAL_FUNCTIONAL, noise_sq=noise) if not exact_attacker

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from archscan import config
-from archscan.defences import unmodelled_note
+from archscan.defences import adds_noise, unmodelled_note
 from archscan.terms import Verdict, ViewStatus
 
 
@@ -89,7 +89,7 @@ def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...
     ``unsupported``: ops no layer family handles; the note says how the verdict treated them.
     ``defences``: with Gaussian noise on the update the chain's exact solve does not apply, so the
     optimisation view (which models the noise) decides alone."""
-    if opt.status == ViewStatus.RAN and any(d.adds_noise for d in defences):
+    if opt.status == ViewStatus.RAN and adds_noise(defences):
         note = ("the shared update carries Gaussian noise: the closed-form chain assumes exact gradients, "
                 "so the verdict is the optimisation view's, which loses every direction below the noise")
         return {"verdict": opt.verdict, "decided_by": "optimisation",

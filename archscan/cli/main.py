@@ -147,7 +147,6 @@ def _options(s: dict):
                        strict=bool(s.get("strict")), defences=defences_of(s.get("defence")))
 
 
-
 def _device(name: str) -> str:
     import torch
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -40,13 +40,14 @@ def run_sweep(args) -> int:
         counts = sw.execute(todo, store, backend="serial" if args.serial else "ray", address=args.ray_address,
                             gpus_per_task=gpus, progress=_progress)
     rep = sw.report(spec, store)
-    (out / "report.json").write_text(json.dumps(rep, indent=1, sort_keys=True) + "\n")
-    (out / "report.txt").write_text(sw.render(rep))
     from archscan.formatters.sweep_html import render as render_html
+    texts = {"json": json.dumps(rep, indent=1, sort_keys=True) + "\n", "text": sw.render(rep)}
+    (out / "report.json").write_text(texts["json"])
+    (out / "report.txt").write_text(texts["text"])
     (out / "report.html").write_text(render_html(rep))
     print(f"archscan: {counts['ran']} task(s) ran on {counts['backend']}, {counts['cached']} were already in "
           f"{out}", file=sys.stderr)
-    sys.stdout.write(json.dumps(rep, indent=1, sort_keys=True) + "\n" if args.format == "json" else sw.render(rep))
+    sys.stdout.write(texts[args.format])
     return 0
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from archscan.defences import adds_noise
+
 VERDICT_LEAKS = 0.95      # leakage score at or above: the image is (almost) fully recoverable
 VERDICT_PARTIAL = 0.25    # at or above (and below LEAKS): a substantial part is recoverable
 DEFAULT_ATTACKS = ("prior", "analytic", "rgap", "hybrid", "ig", "april")  # validate's default set
@@ -46,7 +48,7 @@ class ScanOptions:
     @property
     def noisy(self) -> bool:
         """A defence adds Gaussian noise: the chain's exact-gradient reasoning no longer applies."""
-        return any(d.adds_noise for d in self.defences)
+        return adds_noise(self.defences)
 
     def threat_model(self) -> dict:
         d = asdict(self)

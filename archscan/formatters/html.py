@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 
 from archscan.formatters.text import chain_phrase, layer_sources, optimisation_phrase
-from archscan.defences import spelled
+from archscan.defences import threat_suffix
 
 STATUS_CLASS = {"determined": "bad", "leak_source": "bad", "partial": "warn", "blocked": "good"}
 VERDICT_CLASS = {"LEAKS": "bad", "PARTIAL": "warn", "UNVERIFIED": "unverified", "RESISTANT": "good"}
@@ -187,13 +187,9 @@ def grid_bytes(value) -> bytes | None:
     return data if data.startswith(b"\x89PNG") else None
 
 
-def _defences(t: dict) -> str:
-    return f", defences {spelled(t['defences'])}" if t.get("defences") else ""
-
-
 def _footer(report: dict) -> str:
     t, tool = report["threat_model"], report.get("tool", {})
     versions = ", ".join(f"{k} {v}" for k, v in tool.items() if k != "name")
     return (f"<footer>threat model: batch {t['batch_size']}, labels {t['labels']}, weights {t['weights']}, "
-            f"BatchNorm {t['bn_mode']}, seed {t['seed']}{escape(_defences(t))} · {escape(versions)} · {escape(report.get('created', ''))}"
+            f"BatchNorm {t['bn_mode']}, seed {t['seed']}{escape(threat_suffix(t))} · {escape(versions)} · {escape(report.get('created', ''))}"
             "</footer>")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archscan.formatters.text import chain_phrase, layer_sources, optimisation_phrase
-from archscan.defences import spelled
+from archscan.defences import threat_suffix
 
 ICON = {"LEAKS": "🔴", "PARTIAL": "🟠", "UNVERIFIED": "🟣", "RESISTANT": "🟢"}
 LAYER_COLUMNS = ("layer", "type", "in → out", "unknowns", "rows W/K/P", "rank", "deficiency", "attack rows (rank)",
@@ -77,13 +77,9 @@ def _findings(report: dict) -> str:
     return f"<details><summary>Findings ({len(found)})</summary>\n\n" + "\n".join(items) + "\n\n</details>"
 
 
-def _defences(t: dict) -> str:
-    return f", defences {spelled(t['defences'])}" if t.get("defences") else ""
-
-
 def _footer(report: dict) -> str:
     t, cov = report["threat_model"], report["coverage"]
     tool = report.get("tool", {})
     return (f"<sub>threat model: batch {t['batch_size']}, labels {t['labels']}, weights {t['weights']}, "
-            f"BatchNorm {t['bn_mode']}, seed {t['seed']}{_defences(t)} · coverage {100 * cov['fraction']:.0f}% "
+            f"BatchNorm {t['bn_mode']}, seed {t['seed']}{threat_suffix(t)} · coverage {100 * cov['fraction']:.0f}% "
             f"({cov['unsupported']} unsupported) · archscan {tool.get('version', '')} · {report.get('created', '')}</sub>")

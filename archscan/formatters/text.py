@@ -7,7 +7,8 @@ with ``rich`` when it is installed and with ANSI colours otherwise; piped output
 from __future__ import annotations
 
 import os
-from archscan.defences import spelled
+
+from archscan.defences import threat_suffix
 
 COLUMNS = ("layer", "type", "in -> out", "unknowns", "rows W/K/P", "rank", "defic.", "attack rows", "status")
 STATUS_COLOUR = {"determined": "31", "leak_source": "31", "partial": "33", "blocked": "32",
@@ -104,7 +105,7 @@ def summary(report: dict) -> list[str]:
         f"({100 * cov['fraction']:.0f}%)",
         f"threat     batch {report['threat_model']['batch_size']}, labels {report['threat_model']['labels']}, "
         f"weights {report['threat_model']['weights']}, BatchNorm {report['threat_model']['bn_mode']}"
-        + (f", defences {spelled(report['threat_model']['defences'])}" if report['threat_model'].get('defences') else ""),
+        f"{threat_suffix(report['threat_model'])}",
     ]
 
 

@@ -161,15 +161,16 @@ def _merge(problems):
                   batch_size=len(problems), per_sample=True)
 
 
-def make_client(model, images, opts: ValidateOptions, num_classes: int, device):
+def make_client(model, images, opts: ValidateOptions, num_classes: int, device, first_index: int = 0):
     """Each image is a client's private batch of one -- or, with ``--batch-size B``, the images
-    are one client's batch whose summed gradient is shared; labels are fixed (i mod classes).  The
-    client applies ``--defence`` to its update before sharing it: the attacks see only that."""
+    are one client's batch whose summed gradient is shared; labels are fixed (i mod classes, i
+    counted from ``first_index``: a sweep task attacks image i alone).  The client applies
+    ``--defence`` to its update before sharing it: the attacks see only that."""
     from dataclasses import replace
 
     from archscan.defences import apply_defences, apply_to_batch
     from archscan.validate.attacks import make_target
-    labels = torch.arange(len(images)) % max(1, num_classes)
+    labels = (first_index + torch.arange(len(images))) % max(1, num_classes)
     target = make_target(model, images, labels, reveal_labels=opts.scan.labels == "known", per_sample=True,
                          device=device, dtype=torch.float64, train=opts.scan.bn_mode == "train")
     if opts.scan.batch_size > 1:        # per-image gradients first: DP clips each image before the sum
@@ -178,7 +179,7 @@ def make_client(model, images, opts: ValidateOptions, num_classes: int, device):
     if not opts.scan.defences:
         return target
     return replace(target, gradients=apply_defences(opts.scan.defences, target.gradients, opts.scan.seed,
-                                                    per_sample=True))
+                                                    per_sample=True, first_index=first_index))
 
 
 def gradient_match(target, images: torch.Tensor, labels) -> list[float]:
@@ -197,10 +198,7 @@ def gradient_match(target, images: torch.Tensor, labels) -> list[float]:
     if labels is None:
         labels = labels_per_problem(target).flatten()
     out = []
-    if not target.per_sample and target.batch_size > 1:   # one summed gradient: one match, for every image
-        per = target.batch_size
-    else:
-        per = 1
+    per = 1 if target.per_sample else target.batch_size   # a summed batch: one match, for every image
     for i, prob in enumerate(target.problems()):
         x = images[i * per:(i + 1) * per].to(target.device, torch.float64)
         y = labels[i * per:(i + 1) * per].to(target.device)

@@ -187,11 +187,9 @@ def _predict(task: dict) -> dict:
 def _attack(task: dict) -> dict:
     import torch
 
-    from archscan.defences import apply_defences
-    from archscan.validate.attacks import ATTACKS, get_attack, make_target
+    from archscan.validate.attacks import ATTACKS, get_attack
     from archscan.validate.attacks.tuning import label
-    from archscan.validate.run import ValidateOptions, load_batch, load_seeded, score_reconstruction
-    from dataclasses import replace
+    from archscan.validate.run import ValidateOptions, load_batch, load_seeded, make_client, score_reconstruction
     scan = _scan_options(task, local="off")
     opts = ValidateOptions(scan=scan, images=task["images"]["source"], n_images=task["images"]["n"])
     model = load_seeded(task["model"]["spec"], opts)
@@ -200,11 +198,7 @@ def _attack(task: dict) -> dict:
     x, name = images[i:i + 1], names[i]
     with torch.no_grad():
         classes = model(x.float()).shape[-1]
-    target = make_target(model, x, torch.tensor([i % max(1, classes)]), reveal_labels=False, per_sample=True,
-                         device=torch.device(task["device"]), dtype=torch.float64)
-    if scan.defences:
-        target = replace(target, gradients=apply_defences(scan.defences, target.gradients, scan.seed,
-                                                          per_sample=True, first_index=i))
+    target = make_client(model, x, opts, classes, torch.device(task["device"]), first_index=i)
     rec = get_attack(task["attack"], **task["settings"]).reconstruct(target, seed=scan.seed)
     defaults = ATTACKS[task["attack"]].defaults
     rows = score_reconstruction(rec, x, [name], target, f"{task['attack']}#{task['config']}",
@@ -307,22 +301,17 @@ def report(sweep: dict, store: ResultStore) -> dict:
     and configuration, its median over images; Spearman over the rows (clipped at the 8-bit
     ceiling).  Tasks missing from the store are counted, never guessed."""
     from archscan.validate.zoo import QUALITY_CEILING_DB, clipped, spearman, spearman_interval
-    records = {}
-    missing = 0
-    for t in tasks(sweep):
-        k = task_key(t)
+    every = tasks(sweep)
+    keys = [task_key(t) for t in every]
+    groups: dict = {}                       # (model name, defences) -> [(task, record)] found in the store
+    for t, k in zip(every, keys):
         if store.has(k):
-            records[k] = (t, store.get(k))
-        else:
-            missing += 1
-    rows = []
-    for m in sweep["models"]:
-        for defences in sweep["defences"]:
-            rows.append(_row(m, list(defences), [v for v in records.values()
-                                                 if v[0]["model"] == m and v[0]["defences"] == list(defences)]))
+            groups.setdefault((t["model"]["name"], tuple(t["defences"])), []).append((t, store.get(k)))
+    missing = sum(not store.has(k) for k in keys)
+    rows = [_row(m, list(d), groups.get((m["name"], tuple(d)), [])) for m in sweep["models"] for d in sweep["defences"]]
     usable = [r for r in rows if r["predicted_psnr"] is not None and r["best_psnr"] is not None]
     pred, best = clipped([r["predicted_psnr"] for r in usable]), clipped([r["best_psnr"] for r in usable])
-    return {"schema_version": "1.0", "kind": "sweep", "tasks": len(tasks(sweep)), "missing": missing,
+    return {"schema_version": "1.0", "kind": "sweep", "tasks": len(every), "missing": missing,
             "seed": sweep["seed"], "attacks": sweep["attacks"], "budget": sweep["budget"], "rows": rows,
             "quality_ceiling_db": round(QUALITY_CEILING_DB, 3),
             "spearman": spearman(pred, best), "spearman_interval": spearman_interval(pred, best, sweep["seed"])}
