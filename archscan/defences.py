@@ -112,9 +112,11 @@ def spelled(items: list) -> str:
 
 
 def threat_suffix(threat_model: dict) -> str:
-    """``", defences dp:sigma=..."`` for a report's threat-model line, '' without defences."""
+    """``", defences dp:sigma=..."`` (and the FedAvg local steps, when more than one) for a report's
+    threat-model line; '' for a plain single-gradient client."""
+    from archscan.fedavg import suffix
     items = threat_model.get("defences")
-    return f", defences {spelled(items)}" if items else ""
+    return (f", defences {spelled(items)}" if items else "") + suffix(threat_model)
 
 
 def parse_defences(items) -> tuple:

@@ -133,11 +133,11 @@ def _assemble(spec, options, traced, g, systems, state, chain, optimisation, cap
              "via": chain.via, "relu_masked": chain.masked}
     scores = {"copa_index": copa_index([l["deficiency"] for l in layers]),
               "ra_index": ra_index([(s.unknowns, s.ranks.rows_gradient, s.ranks.rows_forward) for s in order]),
-              **combine(chain, optimisation, _unsupported(g), options.defences), "chain": chain.to_dict(),
+              **combine(chain, optimisation, _unsupported(g), options.defences, options.fedavg), "chain": chain.to_dict(),
               "optimisation": optimisation.to_dict()}
     model = {"spec": spec, "input_shape": list(_image_shape(g, options)), "class": traced.model_class,
              "trace_method": traced.method, "parametric_layers": len(order)}
-    found = findings(g, systems, state, layers, image, scores, options.batch_size, options.noisy)
+    found = findings(g, systems, state, layers, image, scores, options.batch_size, not options.chain_exact)
     return ScanReport(model=model, threat_model=options.threat_model(), layers=layers,
                       nodes=_node_list(g), image=image, scores=scores, coverage=coverage(g),
                       findings=found, timing={}, tool=tool_info(), created=now())

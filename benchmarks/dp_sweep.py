@@ -1,13 +1,18 @@
-"""Predicted vs achieved PSNR across a DP-SGD noise sweep -- one command:
+"""Predicted vs achieved PSNR across a DP-SGD noise sweep (and FedAvg local steps) -- one command:
 
     python benchmarks/dp_sweep.py -o benchmarks/results/dp_sweep                 # the README table
     python benchmarks/dp_sweep.py --models cnn_relu --sigmas 0,1e-3 --budget fast -o /tmp/dp   # a quick look
+    python benchmarks/dp_sweep.py --sigmas 0 --fedavg-steps 1,3,10 --fedavg-lr 0.1 --budget fast \
+        -o benchmarks/results/fedavg_sweep                                       # the README's FedAvg table
 
 For every model and noise multiplier sigma: ``archscan validate MODEL --defence dp:sigma=S,clip=C``
 (the prediction is scan's, with the noise in the optimisation view; the attacks run on the noisy,
-clipped update, tuned over ``--budget``'s grid, oracle best per image).  Each (model, sigma)
-report is cached as OUT/MODEL/sigma=S/report.json, so an interrupted sweep resumes; the table
-(``table.txt``) and ``sweep.json`` are a pure function of the cached reports.
+clipped update, tuned over ``--budget``'s grid, oracle best per image).  With ``--fedavg-steps``
+every noise level is crossed with each number of local SGD steps (``--fedavg-steps E --fedavg-lr``:
+the client shares its weight change; scan differentiates through the steps, the optimisation attacks
+simulate them).  Each report is cached as OUT/MODEL/sigma=S[/steps=E,lr=L]/report.json, so an
+interrupted sweep resumes; the table (``table.txt``) and ``sweep.json`` are a pure function of the
+cached reports.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch  # noqa: E402
 
 from archscan.config import ScanOptions  # noqa: E402
 from archscan.defences import parse_defence  # noqa: E402
+from archscan.fedavg import LocalSteps  # noqa: E402
 from archscan.validate.run import ValidateOptions, validate  # noqa: E402
 
 
@@ -41,15 +47,16 @@ def defence_text(sigma: float, clip: float) -> str:
     return f"dp:sigma={sigma:g},clip={clip:g}"
 
 
-def one(entry: dict, sigma: float, args) -> dict:
-    """The validate report of ``entry`` at noise ``sigma`` (cached)."""
+def one(entry: dict, sigma: float, steps: int, args) -> dict:
+    """The validate report of ``entry`` at noise ``sigma`` and ``steps`` local steps (cached)."""
     name = entry["spec"].split(":")[-1]
-    path = Path(args.output) / name / f"sigma={sigma:g}" / "report.json"
+    folder = Path(args.output) / name / f"sigma={sigma:g}"
+    path = (folder if steps == 1 else folder / f"steps={steps},lr={args.fedavg_lr:g}") / "report.json"
     if path.is_file():
         return json.loads(path.read_text())
     defences = (parse_defence(defence_text(sigma, args.clip)),) if sigma > 0 else ()
     scan = ScanOptions(input_shape=tuple(entry["input_shape"]), num_classes=entry.get("num_classes"),
-                       seed=args.seed, defences=defences)
+                       seed=args.seed, defences=defences, fedavg=LocalSteps(steps, args.fedavg_lr))
     opts = ValidateOptions(scan=scan, attacks=tuple(args.attacks.split(",")), n_images=args.images,
                            budget=args.budget)
     report = validate(str(ROOT / entry["spec"]), opts)
@@ -58,11 +65,11 @@ def one(entry: dict, sigma: float, args) -> dict:
     return report
 
 
-def row(name: str, sigma: float, report: dict) -> dict:
+def row(name: str, sigma: float, steps: int, report: dict) -> dict:
     pred = report["prediction"] or {}
     best = report["best"]
     winners = sorted({f"{b['attack']} {b.get('label', '')}".strip() for b in best.values()})
-    return {"model": name, "sigma": sigma, "verdict": pred.get("verdict"),
+    return {"model": name, "sigma": sigma, "steps": steps, "verdict": pred.get("verdict"),
             "predicted": pred.get("predicted_psnr"), "interval": pred.get("psnr_interval"),
             "achieved": report["best_psnr"], "ssim": report["best_ssim"],
             "prior": statistics.median(r["psnr"] for r in report["results"] if r["attack"] == "prior"),
@@ -70,12 +77,14 @@ def row(name: str, sigma: float, report: dict) -> dict:
 
 
 def table(rows: list) -> str:
-    head = f"{'model':<12} {'sigma':>8} {'verdict':<11} {'predicted':>9} {'interval':>15} {'achieved':>8} {'SSIM':>6} " \
+    steps = any(r.get("steps", 1) > 1 for r in rows)
+    head = f"{'model':<12} {'sigma':>8} " + (f"{'E':>4} " if steps else "") + f"{'verdict':<11} {'predicted':>9} {'interval':>15} {'achieved':>8} {'SSIM':>6} " \
            f"{'prior':>6}  attack"
     lines = [head]
     for r in rows:
         iv = "" if not r["interval"] else f"[{r['interval'][0]:.1f}, {r['interval'][1]:.1f}]"
-        lines.append(f"{r['model']:<12} {r['sigma']:>8g} {r['verdict'] or '-':<11} {r['predicted']:>9.1f} {iv:>15} "
+        e = f"{r.get('steps', 1):>4} " if steps else ""
+        lines.append(f"{r['model']:<12} {r['sigma']:>8g} {e}{r['verdict'] or '-':<11} {r['predicted']:>9.1f} {iv:>15} "
                      f"{r['achieved']:>8.1f} {r['ssim']:>6.3f} {r['prior']:>6.1f}  {r['attack']}")
     return "\n".join(lines) + "\n"
 
@@ -88,6 +97,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--attacks", default="prior,ig")
     p.add_argument("--budget", default="default")
+    p.add_argument("--fedavg-steps", default="1", help="comma-separated local SGD step counts (1: one gradient)")
+    p.add_argument("--fedavg-lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args(argv)
@@ -96,10 +107,12 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         entry = manifest_entry(name)
         for sigma in (float(s) for s in args.sigmas.split(",")):
-            rows.append(row(name, sigma, one(entry, sigma, args)))
-            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+            for steps in (int(e) for e in args.fedavg_steps.split(",")):
+                rows.append(row(name, sigma, steps, one(entry, sigma, steps, args)))
+                print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     out = Path(args.output)
-    (out / "sweep.json").write_text(json.dumps({"clip": args.clip, "budget": args.budget, "rows": rows}, indent=1))
+    (out / "sweep.json").write_text(json.dumps({"clip": args.clip, "budget": args.budget, "fedavg_lr": args.fedavg_lr,
+                                                "rows": rows}, indent=1))
     (out / "table.txt").write_text(table(rows))
     sys.stdout.write(table(rows))
     return 0

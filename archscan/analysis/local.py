@@ -41,7 +41,7 @@ def optimisation_view(module, options, shape, chain: ChainView, activations: int
     """
     if options.local == "off":
         return OptimisationView(ViewStatus.OFF, "switched off with --local off")
-    if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS and not options.noisy:
+    if options.local == "auto" and chain.quality.verdict == Verdict.LEAKS and options.chain_exact:
         return OptimisationView(ViewStatus.NOT_NEEDED, "the layer chain already determines the image")
     if module is None:
         return OptimisationView(ViewStatus.FAILED, "a .pt2 program is not differentiated by this version")
@@ -124,18 +124,20 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
     start = time.perf_counter()
     device = torch.device(getattr(options, "device", "cpu") or "cpu")
     B = max(1, int(getattr(options, "batch_size", 1) or 1))
+    fedavg = getattr(options, "fedavg", None)
+    E = fedavg.steps if fedavg is not None else 1   # the unrolled update: E forward/backward passes per product
     prior = prior_images(tuple(shape), config.PRIOR_IMAGES, options.seed)
     mu = prior.mean(axis=0)               # the attacks' start: the prior's mean
-    k_fit = memory.points_that_fit(module, prior.shape[1] * B, activations * B, config.LOCAL_SAMPLES,
+    k_fit = memory.points_that_fit(module, prior.shape[1] * B, activations * B * E, config.LOCAL_SAMPLES,
                                    config.LOCAL_STEPS, device, views=2)
-    k, steps = plan_work(macs * B, k_fit)
+    k, steps = plan_work(macs * B * E, k_fit)
     # k points of B images each: drawn only as many as used (a large batch at 224² is large)
     X = prior[: k] if B == 1 else prior_images(tuple(shape), max(config.PRIOR_IMAGES, k * B), options.seed)[: k * B]
     images = X.reshape(k * B, *shape)
     V, labels = (X - mu).reshape(k, -1), _labels(module, images)
-    target = GramOperator(module, images, labels, dtype=torch.float32, device=device, batch=B)
+    target = GramOperator(module, images, labels, dtype=torch.float32, device=device, batch=B, fedavg=fedavg)
     at_mu = GramOperator(module, np.repeat(mu[None], k * B, 0).reshape(k * B, *shape), labels, dtype=torch.float32,
-                         device=device, batch=B)
+                         device=device, batch=B, fedavg=fedavg)
     cap = float(options.local_budget) if options.local_budget is not None else config.LOCAL_BUDGET_MAX_S
     runs = []
     for i, op in enumerate((target, at_mu)):
@@ -146,7 +148,7 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
                     batch=1, seed=options.seed, min_steps=2) if left > 0 else None
     energy = float(f"{((prior - mu) ** 2).sum(axis=1).mean():.6g}")
     plan = {"points": k, "planned_steps": steps, "prior_energy": energy, "device": str(device), "dtype": "float32",
-            "time_cap_s": cap, "batch_size": B}
+            "time_cap_s": cap, "batch_size": B, "local_steps": E}
     return Spectrum(runs[0], probe, runs[1]), plan
 
 

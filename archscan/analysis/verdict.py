@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from archscan import config
 from archscan.defences import adds_noise, unmodelled_note
+from archscan.fedavg import chain_note
 from archscan.terms import Verdict, ViewStatus
 
 
@@ -84,17 +85,22 @@ def _pair(v):
 
 
 def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...] = (),
-            defences: tuple = ()) -> dict:
+            defences: tuple = (), fedavg=None) -> dict:
     """The model's verdict and the figures of the view that decides it (the larger leakage).
     ``unsupported``: ops no layer family handles; the note says how the verdict treated them.
     ``defences``: with Gaussian noise on the update the chain's exact solve does not apply, so the
-    optimisation view (which models the noise) decides alone."""
-    if opt.status == ViewStatus.RAN and adds_noise(defences):
-        note = ("the shared update carries Gaussian noise: the closed-form chain assumes exact gradients, "
-                "so the verdict is the optimisation view's, which loses every direction below the noise")
+    optimisation view (which models the noise) decides alone; likewise ``fedavg`` with more than
+    one local step (the update is not one gradient at the shared weights)."""
+    inexact = _chain_inexact(defences, fedavg)
+    if opt.status == ViewStatus.RAN and inexact:
         return {"verdict": opt.verdict, "decided_by": "optimisation",
-                "verdict_note": _join(note, _unsupported_note(unsupported, opt) if unsupported else "",
+                "verdict_note": _join(inexact, _unsupported_note(unsupported, opt) if unsupported else "",
                                       unmodelled_note(defences)), **_quality(opt.quality)}
+    if inexact:        # the view that should decide did not run: the chain's figure, never safe
+        return {"verdict": Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED), "decided_by": "chain",
+                "verdict_note": _join(inexact, f"the optimisation-attack view did not run: {opt.reason}",
+                                      _unsupported_note(unsupported, opt) if unsupported else "",
+                                      unmodelled_note(defences)), **_quality(chain.quality)}
     use_opt = opt.verdict is not None and opt.quality.leakage_score > chain.quality.leakage_score
     best = opt.quality if use_opt else chain.quality
     if opt.status == ViewStatus.RAN:
@@ -110,6 +116,16 @@ def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...
     note = _join(note, unmodelled_note(defences))
     return {"verdict": verdict, "decided_by": "optimisation" if use_opt else "chain", "verdict_note": note,
             **_quality(best)}
+
+
+def _chain_inexact(defences: tuple, fedavg) -> str:
+    """Why the closed-form chain (exact gradients, one step) does not decide, or ''."""
+    if adds_noise(defences):
+        return ("the shared update carries Gaussian noise: the closed-form chain assumes exact gradients, "
+                "so the verdict is the optimisation view's, which loses every direction below the noise")
+    if fedavg is not None and fedavg.unrolled:
+        return chain_note(fedavg)
+    return ""
 
 
 def _join(*notes: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from archscan import __version__
 from archscan.cli import boundary
 from archscan.cli.boundary import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK
-from archscan.cli.settings import add_defence_option, defences_of, no_config, settings
+from archscan.cli.settings import add_defence_option, add_fedavg_options, defences_of, fedavg_of, no_config, settings
 from archscan.config.values import spec_file
 from archscan.cli.sweep import add_sweep_parser, run_sweep
 from archscan.cli.validate import add_validate_parser, run_validate
@@ -23,7 +23,8 @@ from archscan.errors import InputError
 FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
-                   "local": "auto", "local_budget": None, "device": "cpu", "strict": False, "defence": None}
+                   "local": "auto", "local_budget": None, "device": "cpu", "strict": False, "defence": None,
+                   "fedavg_steps": None, "fedavg_lr": None}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
                  "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False,
                  "select": None, "ignore": None}
@@ -43,6 +44,7 @@ def _model_options(p, weights: bool = True) -> None:
     p.add_argument("--relu-active", type=float, help="active fraction of ReLU outputs (default 0.5)")
     p.add_argument("--seed", type=int, help="default 0")
     add_defence_option(p)
+    add_fedavg_options(p)
     p.add_argument("--local", choices=("auto", "on", "off"),
                    help="the optimisation-attack view (what Inverting Gradients / DLG recover, from the spectrum "
                         "of d(gradients)/d(image)). auto (default): whenever the layer chain does not already "
@@ -144,7 +146,8 @@ def _options(s: dict):
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
                        model_args=s["model_args"], local=s.get("local") or "auto",
                        local_budget=s.get("local_budget"), device=_device(s.get("device") or "cpu"),
-                       strict=bool(s.get("strict")), defences=defences_of(s.get("defence")))
+                       strict=bool(s.get("strict")), defences=defences_of(s.get("defence")),
+                       fedavg=fedavg_of(s))
 
 
 def _device(name: str) -> str:

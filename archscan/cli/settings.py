@@ -29,6 +29,20 @@ def add_defence_option(p) -> None:
                         "dp:sigma=S[,clip=C] (DP-SGD clipping and Gaussian noise), prune:ratio=R, quant:bits=B")
 
 
+def add_fedavg_options(p) -> None:
+    p.add_argument("--fedavg-steps", type=int, metavar="E",
+                   help="FedAvg: the client runs E local SGD steps and shares its weight change (default 1: "
+                        "one gradient)")
+    p.add_argument("--fedavg-lr", type=float, metavar="LR",
+                   help="learning rate of those steps, on the loss summed over the client's batch (default 0.01)")
+
+
+def fedavg_of(s: dict):
+    """The settings' fedavg_steps / fedavg_lr -> LocalSteps (checked)."""
+    from archscan.fedavg import local_steps
+    return local_steps(s.get("fedavg_steps"), s.get("fedavg_lr"))
+
+
 def defences_of(value) -> tuple:
     """--defence / [tool.archscan] defence (a string or a list) -> Defence tuple."""
     return parse_defences([value] if isinstance(value, str) else value)

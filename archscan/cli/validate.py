@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from archscan.cli.settings import add_defence_option
+from archscan.cli.settings import add_defence_option, add_fedavg_options
 from archscan.config import DEFAULT_ATTACKS
 
 
@@ -37,6 +37,7 @@ def add_validate_parser(sub) -> None:
     p.add_argument("--bn-mode", choices=("eval", "train"), help="default eval")
     p.add_argument("--seed", type=int, help="every random draw (weights, images, attacks, defence noise) from it; default 0")
     add_defence_option(p)
+    add_fedavg_options(p)
     p.add_argument("--local", choices=("auto", "on", "off"),
                    help="scan's optimisation-attack view in the prediction (default auto, as scan)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="the report on stdout and in -o")
@@ -50,7 +51,7 @@ def add_validate_parser(sub) -> None:
 VALIDATE_DEFAULTS = {"model": None, "input_shape": None, "num_classes": None, "model_args": {}, "weights": None,
                      "labels": "inferred", "bn_mode": "eval", "seed": 0, "local": "auto", "device": "cpu",
                      "batch_size": 1,
-                     "defence": None}
+                     "defence": None, "fedavg_steps": None, "fedavg_lr": None}
 
 
 def _options(args):
@@ -58,7 +59,7 @@ def _options(args):
     from archscan.errors import InputError
     from archscan.config.values import check_batch_size, check_seed, parse_shape
     from archscan.validate.run import ValidateOptions, check_attacks
-    from archscan.cli.settings import defences_of, settings
+    from archscan.cli.settings import defences_of, fedavg_of, settings
     s = settings(args, VALIDATE_DEFAULTS)
     if not args.zoo:
         args.model = s["model"]
@@ -72,7 +73,8 @@ def _options(args):
                          f"--images {s['batch_size']} (got {n} images)")
     scan = ScanOptions(batch_size=s["batch_size"], input_shape=parse_shape(s["input_shape"]), num_classes=s["num_classes"],
                        labels=s["labels"], bn_mode=s["bn_mode"], seed=s["seed"], weights=s["weights"],
-                       model_args=s["model_args"], local=s["local"], defences=defences_of(s["defence"]))
+                       model_args=s["model_args"], local=s["local"], defences=defences_of(s["defence"]),
+                       fedavg=fedavg_of(s))
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])
     return ValidateOptions(scan=scan, attacks=attacks, images=source, n_images=n, device=s["device"], fast=args.fast,
                            settings=parse_settings(args.set_), budget=args.budget)
@@ -181,6 +183,10 @@ def render_text(report: dict) -> str:
     if report["threat_model"].get("defences"):
         from archscan.defences import spelled
         lines.append(f"defences   {spelled(report['threat_model']['defences'])} (the attacks saw the defended update)")
+    if report["threat_model"].get("fedavg", {}).get("local_steps", 1) > 1:
+        from archscan.fedavg import suffix
+        lines.append(f"client     {suffix(report['threat_model'])[2:]}: the attacks matched the simulated update; "
+                     f"closed-form attacks do not apply")
     lines.append(f"           objective-selected PSNR (lowest gradient match, no true image needed) "
                  f"{_f(report.get('selected_psnr'), 2)} dB")
     return "\n".join(lines) + "\n"

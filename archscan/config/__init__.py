@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from archscan.defences import adds_noise
+from archscan.fedavg import LocalSteps
 
 VERDICT_LEAKS = 0.95      # leakage score at or above: the image is (almost) fully recoverable
 VERDICT_PARTIAL = 0.25    # at or above (and below LEAKS): a substantial part is recoverable
@@ -44,11 +45,18 @@ class ScanOptions:
     device: str = "cpu"               # where the optimisation view's products run (cuda[:N] when there is one)
     strict: bool = False              # an op no layer family handles is an error (exit 2), not a finding
     defences: tuple = ()              # archscan.defences.Defence, applied to the update in this order
+    fedavg: LocalSteps = LocalSteps()  # the client's local SGD steps before it shares its update
 
     @property
     def noisy(self) -> bool:
         """A defence adds Gaussian noise: the chain's exact-gradient reasoning no longer applies."""
         return adds_noise(self.defences)
+
+    @property
+    def chain_exact(self) -> bool:
+        """The shared update is one exact gradient at the shared weights, what the closed-form
+        chain reasons about: no Gaussian noise and a single local step."""
+        return not self.noisy and not self.fedavg.unrolled
 
     def threat_model(self) -> dict:
         d = asdict(self)
@@ -57,6 +65,6 @@ class ScanOptions:
             "weights": "given" if self.weights else "generic", "bn_mode": d["bn_mode"],
             "relu_active_fraction": d["relu_active"], "seed": d["seed"], "rank_draws": d["draws"],
             "optimisation_view": d["local"], "optimisation_budget_s": d["local_budget"],
-            "defences": [x.to_dict() for x in self.defences],
+            "defences": [x.to_dict() for x in self.defences], "fedavg": self.fedavg.to_dict(),
             "attacker": "knows the architecture, every weight and every shared gradient",
         }

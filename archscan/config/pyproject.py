@@ -29,6 +29,7 @@ KEYS = {
     "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "strict": (bool,), "fail_under": (float, int), "fail_on": (str,),
     "baseline": (str,), "exit_zero": (bool,), "format": (str, list), "output": (str,), "quiet": (bool,),
     "select": (str, list), "ignore": (str, list), "defence": (str, list),
+    "fedavg_steps": (int,), "fedavg_lr": (float, int),
 }
 CHOICES = {"labels": ("known", "inferred"), "bn_mode": ("eval", "train"), "fail_on": ("partial", "leaks"),
            "local": ("auto", "on", "off")}
@@ -125,6 +126,10 @@ def _check(path: Path, key: str, value) -> None:
         parse_shape(value, f"{path}: [tool.archscan] input-shape =")
     if key == "batch_size":
         check_batch_size(value, f"{path}: [tool.archscan] batch-size =")
+    if key in ("fedavg_steps", "fedavg_lr"):
+        from archscan.fedavg import local_steps
+        local_steps(value if key == "fedavg_steps" else None, value if key == "fedavg_lr" else None,
+                    f"{path}: [tool.archscan] {name} = {value!r}")
 
 
 def _check_outputs_inside(path: Path, values: dict) -> None:
@@ -240,6 +245,8 @@ TEMPLATE = """\
 # device = "cpu"                      # where it runs: "cpu" | "cuda" | "cuda:N"
 # strict = false                      # an op no layer family handles is an error, not a finding
 # defence = ["dp:sigma=0.01,clip=1"]  # what the client applies to its update: dp, prune:ratio=R, quant:bits=B
+# fedavg-steps = 1                    # FedAvg: local SGD steps before the client shares its weight change
+# fedavg-lr = 0.01                    # their learning rate (on the loss summed over the client's batch)
 
 # Gate: `archscan scan` exits 1 when a check fails, naming the layers responsible.
 fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and LEAKS) | "leaks"

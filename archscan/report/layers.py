@@ -55,19 +55,21 @@ def coverage(g) -> dict:
     return counts
 
 
-def findings(g, systems, state, layers, image, scores, batch_size: int = 1, noisy: bool = False) -> list:
+def findings(g, systems, state, layers, image, scores, batch_size: int = 1, inexact: bool = False) -> list:
+    """``inexact``: the shared update is not one exact gradient (Gaussian noise, FedAvg local steps),
+    so a chain-determined image is a warning and the optimisation view's figure decides."""
     out = []
     if batch_size > 1:
         out.extend(_batch_findings(layers, batch_size))
     out.extend(view_findings(scores))
-    if image["status"] == "determined" and not noisy:
+    if image["status"] == "determined" and not inexact:
         out.append(Finding("AS001", "error", f"the training image is fully determined by the shared "
                            f"gradients (via {image['via']}): exact reconstruction is possible",
                            image["via"], _source_of(layers, image["via"])))
     elif image["status"] == "determined":   # the defence's noise decides; the chain's fact still matters
         out.append(Finding("AS001", "warning", f"the training image is fully determined by exact gradients "
-                           f"(via {image['via']}); the shared update carries Gaussian noise, so the verdict is "
-                           f"what survives it ({scores['predicted_psnr']} dB predicted)",
+                           f"(via {image['via']}); the shared update is not one exact gradient (noise or local "
+                           f"steps), so the verdict is what survives ({scores['predicted_psnr']} dB predicted)",
                            image["via"], _source_of(layers, image["via"])))
     for rec in layers:
         out.extend(_layer_findings(rec))

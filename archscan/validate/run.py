@@ -165,14 +165,21 @@ def make_client(model, images, opts: ValidateOptions, num_classes: int, device, 
     """Each image is a client's private batch of one -- or, with ``--batch-size B``, the images
     are one client's batch whose summed gradient is shared; labels are fixed (i mod classes, i
     counted from ``first_index``: a sweep task attacks image i alone).  The client applies
-    ``--defence`` to its update before sharing it: the attacks see only that."""
+    ``--defence`` to its update before sharing it: the attacks see only that.  With FedAvg local
+    steps on a batch the steps see the whole batch, so DP clips the client's whole update (DP-FedAvg's
+    convention) rather than each image's gradient."""
     from dataclasses import replace
 
     from archscan.defences import apply_defences, apply_to_batch
     from archscan.validate.attacks import make_target
     labels = (first_index + torch.arange(len(images))) % max(1, num_classes)
-    target = make_target(model, images, labels, reveal_labels=opts.scan.labels == "known", per_sample=True,
-                         device=device, dtype=torch.float64, train=opts.scan.bn_mode == "train")
+    joint = opts.scan.batch_size > 1 and opts.scan.fedavg.unrolled
+    target = make_target(model, images, labels, reveal_labels=opts.scan.labels == "known", per_sample=not joint,
+                         device=device, dtype=torch.float64, train=opts.scan.bn_mode == "train",
+                         fedavg=opts.scan.fedavg)
+    if joint:
+        return replace(target, gradients=apply_defences(opts.scan.defences, target.gradients, opts.scan.seed,
+                                                        per_sample=False))
     if opts.scan.batch_size > 1:        # per-image gradients first: DP clips each image before the sum
         return replace(target, gradients=apply_to_batch(opts.scan.defences, target.gradients, opts.scan.seed),
                        per_sample=False)
@@ -188,13 +195,10 @@ def gradient_match(target, images: torch.Tensor, labels) -> list[float]:
     What a real attacker can evaluate: the gradients its reconstruction produces (with the labels
     it used, or the iDLG-inferred ones) against the observed ones, one client at a time.
     """
-    import torch.nn.functional as F
-
     from archscan.validate.attacks.analytic import labels_per_problem
-    from archscan.validate.attacks.base import cosine_distance, prepare_model
+    from archscan.validate.attacks.base import cosine_distance, observe_gradients, prepare_model
     model = prepare_model(target.model, target.device, torch.float64)
     names = [n for n, p in model.named_parameters() if n in target.gradients]
-    params = [p for n, p in model.named_parameters() if n in target.gradients]
     if labels is None:
         labels = labels_per_problem(target).flatten()
     out = []
@@ -202,9 +206,9 @@ def gradient_match(target, images: torch.Tensor, labels) -> list[float]:
     for i, prob in enumerate(target.problems()):
         x = images[i * per:(i + 1) * per].to(target.device, torch.float64)
         y = labels[i * per:(i + 1) * per].to(target.device)
-        with torch.enable_grad():
-            grads = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), params, allow_unused=True)
-        mine = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        with torch.enable_grad():   # the update x_hat would give: the gradient, or the client's local steps
+            grads = observe_gradients(model, x, y, fedavg=target.fedavg)
+        mine = [grads[n] for n in names]
         observed = [prob.gradients[n].to(target.device, torch.float64) for n in names]
         out += [float(cosine_distance([g.unsqueeze(0) for g in mine], [o.unsqueeze(0) for o in observed])[0])] * per
     return out

@@ -15,12 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from archscan.fedavg import LocalSteps, unrolled
 
-def gradient_map(model: torch.nn.Module, label, device):
+
+def gradient_map(model: torch.nn.Module, label, device, fedavg: LocalSteps | None = None):
     """Flat shared-gradient map g(x) of a model, written for torch.func transforms.
 
     ``label``: one label, or one per image of a client's batch.  The loss is the cross-entropy
     summed over the batch (the attacks' convention; for one image it is the plain loss).
+    ``fedavg``: with more than one local step, g(x) is the client's update after those steps
+    (:func:`archscan.fedavg.unrolled`), differentiated through every step.
 
     Returns
     -------
@@ -39,8 +43,10 @@ def gradient_map(model: torch.nn.Module, label, device):
     def loss(p, x):
         return F.cross_entropy(functional_call(model, (p, consts), (x,)), y, reduction="sum")
 
+    shared = unrolled(grad(loss), fedavg)
+
     def g(x):
-        return torch.cat([d.reshape(-1) for d in grad(loss)(params, x).values()])
+        return torch.cat([d.reshape(-1) for d in shared(params, x).values()])
     return g, sum(p.numel() for p in params.values())
 
 
@@ -55,10 +61,10 @@ class _Point:
     """One linearisation point: the client's batch (B images), their labels, the gradient map
     and the cached vjp.  ``label`` is an int for B = 1, a tuple for a batch."""
 
-    def __init__(self, net, x: torch.Tensor, label, device):
+    def __init__(self, net, x: torch.Tensor, label, device, fedavg: LocalSteps | None = None):
         self.x = x
         self.label = int(label) if np.ndim(label) == 0 else tuple(int(v) for v in label)
-        self.g, self.n_params = gradient_map(net, self.label, device)
+        self.g, self.n_params = gradient_map(net, self.label, device, fedavg)
         self.g_out, self.g_vjp = vjp(self.g, x)   # built once: every Jᵀu is one backward through it
         self.grad_sq_norm = float((self.g_out.double() ** 2).sum())
 
@@ -86,10 +92,14 @@ class GramOperator:
     mode : {"auto", "jvp", "double-vjp"}
         How J q is formed: forward-over-reverse (fast) or the double-vjp trick (a vjp of the linear
         map u -> Jᵀu; slower, needs no forward-mode formulas).  "auto" falls back on the first failure.
+    fedavg : LocalSteps, optional
+        The client's local training: J is then the Jacobian of its update after those steps.
     """
 
-    def __init__(self, model, images, labels=None, dtype=torch.float32, device="cpu", mode="auto", batch: int = 1):
+    def __init__(self, model, images, labels=None, dtype=torch.float32, device="cpu", mode="auto", batch: int = 1,
+                 fedavg: LocalSteps | None = None):
         self.dtype, self.device, self.mode, self.batch = dtype, torch.device(device), mode, int(batch)
+        self.fedavg = fedavg
         self.net = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval()
         X = as_tensor(images, dtype, self.device)
         X = X[None] if X.dim() == 3 else X
@@ -98,8 +108,8 @@ class GramOperator:
         self.shape, self.n = tuple(X.shape[1:]), X[0].numel() * self.batch
         labels = self._labels(X, labels)
         B = self.batch
-        self.points = [_Point(self.net, X[i : i + B], labels[i] if B == 1 else labels[i : i + B], self.device)
-                       for i in range(0, len(X), B)]
+        self.points = [_Point(self.net, X[i : i + B], labels[i] if B == 1 else labels[i : i + B], self.device,
+                              fedavg) for i in range(0, len(X), B)]
         self.n_params = self.points[0].n_params
         self.products, self.notes = 0, []
 
@@ -121,7 +131,7 @@ class GramOperator:
 
     def _fresh(self, x: torch.Tensor, v: torch.Tensor, label: int) -> torch.Tensor:
         """A v at x without a cached graph (vmapped over points of one label)."""
-        g, _ = gradient_map(self.net, label, self.device)
+        g, _ = gradient_map(self.net, label, self.device, self.fedavg)
         _, back = vjp(g, x)
         return back(jvp(g, (x,), (v,))[1])[0]
 

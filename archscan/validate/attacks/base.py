@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archscan.fedavg import LocalSteps, client_update, unrolled
+
 
 @dataclass(frozen=True)
 class Target:
@@ -50,6 +52,10 @@ class Target:
         Number of images behind the gradients.
     per_sample : bool
         True when ``gradients`` hold one gradient per image (independent batch-1 problems).
+    fedavg : LocalSteps
+        The client's local training: with more than one step ``gradients`` hold its update
+        ``(w_0 - w_E) / (E lr)`` (:mod:`archscan.fedavg`), which only attacks that simulate the
+        steps can match.
     """
 
     model: nn.Module
@@ -60,6 +66,7 @@ class Target:
     dtype: torch.dtype = torch.float64
     batch_size: int = 1
     per_sample: bool = False
+    fedavg: LocalSteps = LocalSteps()
 
     def __post_init__(self):
         # frozen: normalise fields through object.__setattr__ once, at construction
@@ -149,9 +156,7 @@ class Attack(abc.ABC):
         Reconstruction
             The images, or a skipped record with the reason.
         """
-        reason = self.applicable(target.model, target.input_shape)
-        if reason is None:
-            reason = self._batch_reason(target)
+        reason = self.skip_reason(target)
         if reason is not None:
             return Reconstruction(None, self.name, settings=dict(self.settings), skipped=reason)
         start = time.perf_counter()
@@ -165,6 +170,17 @@ class Attack(abc.ABC):
     def _batch_reason(self, target: Target) -> str | None:
         """Reason to skip a summed-gradient batch, if the attack cannot handle one."""
         return None
+
+    # True for attacks that match a simulated update (they unroll the client's local steps)
+    simulates_local_steps = False
+
+    def skip_reason(self, target: Target) -> str | None:
+        """Why this attack does not run on ``target`` (model, batch or local training), or None."""
+        reason = self.applicable(target.model, target.input_shape) or self._batch_reason(target)
+        if reason is None and target.fedavg.unrolled and not self.simulates_local_steps:
+            reason = (f"{self.name} solves one gradient at the shared weights; the client shares the change of "
+                      f"{target.fedavg.steps} local SGD steps")
+        return reason
 
     def reconstruct_grid(self, target: Target, configs: list, seed: int = 0) -> list:
         """One :class:`Reconstruction` per configuration (settings overrides of this attack).
@@ -184,7 +200,7 @@ class Attack(abc.ABC):
 
 
 def observe_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                      per_sample: bool = False) -> dict:
+                      per_sample: bool = False, fedavg: LocalSteps | None = None) -> dict:
     """Gradients a client would share: d(sum of cross-entropy over the batch)/d(parameters).
 
     Parameters
@@ -198,6 +214,9 @@ def observe_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     per_sample : bool
         If true return one gradient per image, stacked on a leading dimension (a loop, so every
         per-sample gradient is computed exactly as a batch-1 client would).
+    fedavg : LocalSteps, optional
+        The client's local training; with more than one step the update it shares
+        (:func:`archscan.fedavg.client_update`) instead of the gradient.
 
     Returns
     -------
@@ -207,16 +226,20 @@ def observe_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in model.named_parameters() if p.requires_grad]
     if per_sample:
-        each = [observe_gradients(model, images[b : b + 1], labels[b : b + 1]) for b in range(len(images))]
+        each = [observe_gradients(model, images[b : b + 1], labels[b : b + 1], fedavg=fedavg)
+                for b in range(len(images))]
         return {n: torch.stack([e[n] for e in each]) for n in names}
+    if fedavg is not None and fedavg.unrolled:
+        return client_update(model, images, labels, fedavg)
     loss = F.cross_entropy(model(images), labels, reduction="sum")
-    grads = torch.autograd.grad(loss, params)
-    return {n: g.detach() for n, g in zip(names, grads)}
+    grads = torch.autograd.grad(loss, params, allow_unused=True)   # an unused parameter: a zero gradient
+    return {n: (torch.zeros_like(p) if g is None else g).detach() for n, g, p in zip(names, grads, params)}
 
 
 def make_target(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                 reveal_labels: bool = True, per_sample: bool = False, device=None,
-                dtype: torch.dtype = torch.float64, train: bool = False) -> Target:
+                dtype: torch.dtype = torch.float64, train: bool = False,
+                fedavg: LocalSteps = LocalSteps()) -> Target:
     """Simulate a client: copy the model, compute its shared gradients, build a :class:`Target`.
 
     Parameters
@@ -233,14 +256,16 @@ def make_target(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         Where and in which precision the client computes (float64 makes exact cases exact).
     train : bool
         Keep the model in train mode (BatchNorm uses batch statistics) instead of eval mode.
+    fedavg : LocalSteps
+        The client's local training (one step: the plain gradient).
     """
     device = torch.device(device or images.device)
     net = prepare_model(model, device, dtype).train(train)
     x = images.to(device=device, dtype=dtype)
     y = labels.to(device=device, dtype=torch.long)
-    grads = observe_gradients(net, x, y, per_sample=per_sample)
+    grads = observe_gradients(net, x, y, per_sample=per_sample, fedavg=fedavg)
     return Target(net, tuple(x.shape[1:]), y if reveal_labels else None, grads, device, dtype,
-                  batch_size=len(x), per_sample=per_sample)
+                  batch_size=len(x), per_sample=per_sample, fedavg=fedavg)
 
 
 def prepare_model(model: nn.Module, device, dtype: torch.dtype) -> nn.Module:
@@ -296,7 +321,8 @@ def cosine_distance(grads: list, observed: list) -> torch.Tensor:
     return 1 - dot / (gn.sqrt() * on.sqrt()).clamp_min(torch.finfo(dot.dtype).tiny)
 
 
-def batched_gradient_fn(model: nn.Module, names: list, soft_labels: bool = False):
+def batched_gradient_fn(model: nn.Module, names: list, soft_labels: bool = False,
+                        fedavg: LocalSteps | None = None):
     """Per-problem parameter gradients, vectorised with ``torch.func.vmap`` over ``grad``.
 
     Parameters
@@ -307,6 +333,9 @@ def batched_gradient_fn(model: nn.Module, names: list, soft_labels: bool = False
         Parameters whose gradients are returned.
     soft_labels : bool
         If true labels are logits of a soft label distribution (DLG's dummy labels).
+    fedavg : LocalSteps, optional
+        The client's local training: with more than one step the simulated update (the steps
+        unrolled, :func:`archscan.fedavg.unrolled`) instead of the gradient.
 
     Returns
     -------
@@ -325,5 +354,5 @@ def batched_gradient_fn(model: nn.Module, names: list, soft_labels: bool = False
         return F.cross_entropy(out, y, reduction="sum")
 
     chosen = {n: p.detach() for n, p in model.named_parameters() if n in names}
-    per_problem = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+    per_problem = torch.func.vmap(unrolled(torch.func.grad(loss), fedavg), in_dims=(None, 0, 0))
     return lambda x, y: per_problem(chosen, x, y)

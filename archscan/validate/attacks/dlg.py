@@ -53,6 +53,7 @@ class DLG(Attack):
     """
 
     name = "dlg"
+    simulates_local_steps = True   # matches the unrolled client update (archscan.fedavg)
     defaults = {"iterations": 50, "inner": 20, "lr": 1.0, "history_size": 100,
                 "line_search": "strong_wolfe", "label_mode": "idlg", "tv": 0.0, "init": "random",
                 "restarts": 1, "jitter": 0.1}
@@ -120,7 +121,7 @@ class DLG(Attack):
             variables.append(y)
         else:
             y = y.view(1, -1)
-        grad_fn = batched_gradient_fn(model, names, soft_labels=soft)
+        grad_fn = batched_gradient_fn(model, names, soft_labels=soft, fedavg=prob.fedavg)
         opt = torch.optim.LBFGS(variables, lr=s["lr"], max_iter=s["inner"], history_size=s["history_size"],
                                 line_search_fn=s["line_search"])
 

@@ -197,6 +197,7 @@ class InvertingGradients(Attack):
     """
 
     name = "ig"
+    simulates_local_steps = True   # matches the unrolled client update (archscan.fedavg)
     defaults = {"iterations": 1000, "lr": 0.1, "tv": 1e-2, "restarts": 1, "signed": True,
                 "init": "random", "loss": "cosine", "jitter": 0.1, "record_every": 10}
 
@@ -214,7 +215,7 @@ class InvertingGradients(Attack):
         the run's whole time.
         """
         full = [{**self.settings, **c} for c in configs]
-        reason = self.applicable(target.model, target.input_shape) or self._batch_reason(target)
+        reason = self.skip_reason(target)
         if reason is not None:
             return [Reconstruction(None, self.name, settings=c, skipped=reason) for c in full]
         groups: dict = {}
@@ -241,7 +242,7 @@ class InvertingGradients(Attack):
         model = prepare_model(target.model, target.device, target.dtype)
         gen = make_generator(seed, target.device)
         names = [n for n, _ in model.named_parameters() if n in target.gradients]
-        grad_fn = batched_gradient_fn(model, names)
+        grad_fn = batched_gradient_fn(model, names, fedavg=target.fedavg)
         x, labels, plan = _rows(target, configs, gen, seed)
         problems, per = labels.shape
         repeats = len(plan["config"]) // problems

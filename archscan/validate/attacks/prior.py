@@ -31,6 +31,7 @@ class PriorMean(Attack):
     """Reconstruction without gradients: the per-pixel mean of ``images`` prior crops."""
 
     name = "prior"
+    simulates_local_steps = True   # uses no gradient at all
     defaults = {"images": PRIOR_IMAGES}
 
     def _run(self, target: Target, seed: int):
