@@ -158,6 +158,25 @@ def test_reports_are_written_atomically(tmp_path, monkeypatch, capsys):
     assert target.read_text() == "previous" and list(tmp_path.iterdir()) == [target]
 
 
+def test_reports_get_an_ordinary_file_mode(tmp_path):
+    """The atomic write goes through mkstemp (0600); the report must not stay private to its writer:
+    a new file gets 0666 less the umask, a replaced one keeps its mode."""
+    import os
+    import stat
+
+    from archscan.formatters import outputs
+    mask = os.umask(0o022)
+    try:
+        fresh, kept = tmp_path / "new.json", tmp_path / "old.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        outputs.write_outputs({"x": 1}, [outputs.Output("json", str(fresh)), outputs.Output("json", str(kept))],
+                              renderers={"json": lambda r, fh: fh.write("{}")})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644 and stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
 def test_an_unwritable_output_is_refused_before_the_scan(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

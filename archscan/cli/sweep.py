@@ -40,7 +40,7 @@ def run_sweep(args) -> int:
         counts = sw.execute(todo, store, backend="serial" if args.serial else "ray", address=args.ray_address,
                             gpus_per_task=gpus, progress=_progress)
     rep = sw.report(spec, store)
-    from archscan.formatters.sweep_html import render as render_html
+    from archscan.formatters.validation_html import render as render_html
     texts = {"json": json.dumps(rep, indent=1, sort_keys=True) + "\n", "text": sw.render(rep)}
     (out / "report.json").write_text(texts["json"])
     (out / "report.txt").write_text(texts["text"])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from archscan.cli.settings import add_defence_option, add_fedavg_options
@@ -40,8 +42,10 @@ def add_validate_parser(sub) -> None:
     add_fedavg_options(p)
     p.add_argument("--local", choices=("auto", "on", "off"),
                    help="scan's optimisation-attack view in the prediction (default auto, as scan)")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="the report on stdout and in -o")
-    p.add_argument("-o", "--output", help="a folder: report.json/.txt, grid.png (or scatter.png) go there")
+    p.add_argument("--format", choices=("text", "json", "html"), default="text",
+                   help="the report on stdout and in -o (html: one self-contained page with the reconstruction "
+                        "grid, or for --zoo the table, scatter and Spearman interval)")
+    p.add_argument("-o", "--output", help="a folder: report.json/.txt/.html, grid.png (or scatter.png) go there")
     p.add_argument("--config", help="read [tool.archscan] from this pyproject.toml (default: discovered)")
     p.add_argument("--no-config", action="store_true", help="ignore [tool.archscan]")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -115,19 +119,39 @@ def run_validate(args) -> int:
     from archscan.formatters.outputs import Output, check_outputs, write_outputs
     opts = _options(args)
     out = Path(args.output) if args.output else None
-    name = "report.json" if args.format == "json" else "report.txt"
+    name = {"json": "report.json", "html": "report.html"}.get(args.format, "report.txt")
     if out:
         if out.exists() and not out.is_dir():
             raise InputError(f"-o {out}: validate writes a folder (report, grid.png); that is a file")
         check_outputs([Output(args.format, str(out / name))], _inputs(args))
         out.mkdir(parents=True, exist_ok=True)
-    with model_output_to_stderr():
-        report = _run(args, opts, out)
-    text = json.dumps(report, indent=2) + "\n" if args.format == "json" else render_text(report)
+    with model_output_to_stderr(), _figures(out, args.format) as figures:
+        report = _run(args, opts, figures)
+        text = _render(report, args.format)
     if out:
         write_outputs(text, [Output(args.format, str(out / name))], renderers={args.format: lambda t, fh: fh.write(t)})
     sys.stdout.write(text)
     return 0
+
+
+def _render(report: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(report, indent=2) + "\n"
+    if fmt == "html":
+        from archscan.formatters.validation_html import render
+        return render(report)
+    return render_text(report)
+
+
+@contextmanager
+def _figures(out: Path | None, fmt: str):
+    """Where the grid / scatter PNGs go: the output folder; for an HTML page without one, a
+    temporary folder (the page embeds them); else nowhere."""
+    if out is not None or fmt != "html":
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="archscan-validate-") as tmp:
+        yield Path(tmp)
 
 
 def _inputs(args) -> dict:

@@ -66,12 +66,24 @@ def write_outputs(report: dict, outputs: list[Output], quiet: bool = False, rend
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 _render(report, out.fmt, fh, quiet, renderers, "never" if colour == "auto" else colour)
+            os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600; a report is an ordinary file
             os.replace(tmp, os.path.realpath(path) if path.is_symlink() else path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         _name_if_outside(path)
     return any(o.fmt == "text" and o.path is None for o in outputs)
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else what a plain ``open(path, "w")`` would give (0666
+    less the umask)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _name_if_outside(path: Path) -> None:

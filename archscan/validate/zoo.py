@@ -87,7 +87,10 @@ def validate_zoo(path: str, opts: ValidateOptions, include_slow: bool = False, p
                      "leakage_score": pred.get("leakage_score"), "best_psnr": rep["best_psnr"],
                      "best_ssim": rep.get("best_ssim"), "error_db": error,
                      "selected_psnr": rep.get("selected_psnr"),
-                     "best_attacks": sorted({b["attack"] for b in rep["best"].values()})})
+                     "best_attacks": sorted({b["attack"] for b in rep["best"].values()}),
+                     "best_configurations": sorted({f"{b['attack']} {b.get('label') or ''}".strip()
+                                                    for b in rep["best"].values()}),
+                     "psnr_interval": pred.get("psnr_interval")})
     usable = [r for r in rows if r["predicted_psnr"] is not None and r["best_psnr"] is not None]
     pred = [r["predicted_psnr"] for r in usable]
     best = [r["best_psnr"] for r in usable]
