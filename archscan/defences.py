@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from archscan.errors import InputError
+from archscan.fedavg import suffix as fedavg_suffix
 
 # kind -> (settings with defaults, required settings, one line of help)
 KINDS = {
@@ -114,9 +115,8 @@ def spelled(items: list) -> str:
 def threat_suffix(threat_model: dict) -> str:
     """``", defences dp:sigma=..."`` (and the FedAvg local steps, when more than one) for a report's
     threat-model line; '' for a plain single-gradient client."""
-    from archscan.fedavg import suffix
     items = threat_model.get("defences")
-    return (f", defences {spelled(items)}" if items else "") + suffix(threat_model)
+    return (f", defences {spelled(items)}" if items else "") + fedavg_suffix(threat_model)
 
 
 def parse_defences(items) -> tuple:

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "archscan"
 
 # Lowest first: a module may import modules of its own stage or of a lower one.
 STAGES = {
-    "errors": 0, "config": 0, "images": 0, "terms": 0, "defences": 0,
+    "errors": 0, "config": 0, "images": 0, "terms": 0, "defences": 0, "fedavg": 0,
     "layers": 1,
     "model": 2,
     "analysis": 3,
