@@ -280,3 +280,51 @@ def test_plugin_fixtures_in_a_user_test_suite(pytester):
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*fails the leakage gate*", "*FAIL fail-on leaks*"])
+
+
+# ---- the composite action's pull-request comment step ----------------------------------------------
+
+FAKE_GH = """#!/usr/bin/env bash
+# records every call; a listing answers with EXISTING (a comment id) when set; FAIL makes writes fail
+echo "$*" >> "$GH_LOG"
+for a in "$@"; do case "$a" in body=@*) cp "${a#body=@}" "$GH_LOG.body" ;; esac; done
+case "$*" in
+  *--paginate*) [ -n "${EXISTING:-}" ] && echo "$EXISTING"; exit 0 ;;
+  *) [ -n "${FAIL:-}" ] && exit 1; exit 0 ;;
+esac
+"""
+
+
+def _comment(tmp_path, summary_text, **extra):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "gh").write_text(FAKE_GH)
+    (bin_dir / "gh").chmod(0o755)
+    summary = tmp_path / "summary.md"
+    summary.write_text(summary_text)
+    log = tmp_path / "gh.log"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "SUMMARY": str(summary), "PR_NUMBER": "7", "GITHUB_REPOSITORY": "me/proj", "GH_TOKEN": "t",
+           "GH_LOG": str(log), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+    proc = subprocess.run(["bash", str(ROOT / "action" / "comment.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr          # the comment step never fails the job
+    calls = log.read_text().splitlines() if log.exists() else []
+    body = (tmp_path / "gh.log.body").read_text() if (tmp_path / "gh.log.body").exists() else None
+    return proc.stdout, calls, body
+
+
+def test_pr_comment_is_posted_once_then_updated_in_place(tmp_path):
+    _, calls, body = _comment(tmp_path, "## archscan: LEAKS\n")
+    assert calls[-1].startswith("api -X POST repos/me/proj/issues/7/comments")
+    assert body.startswith("<!-- archscan-report -->\n## archscan: LEAKS")
+    _, calls, _ = _comment(tmp_path, "## archscan: PARTIAL\n", EXISTING="991")
+    assert calls[-1].startswith("api -X PATCH repos/me/proj/issues/comments/991") and len(calls) == 2
+
+
+def test_pr_comment_never_fails_the_job_and_cuts_a_huge_report(tmp_path):
+    out, calls, _ = _comment(tmp_path, "x", FAIL="1")
+    assert "::warning title=archscan::could not comment" in out and len(calls) == 2
+    _, _, body = _comment(tmp_path, "y" * 70000)
+    assert len(body) < 65536 and "cut at 60000 characters" in body
+    out, calls, _ = _comment(tmp_path, "z", PR_NUMBER="")
+    assert calls == [] and "not a pull request" in out
