@@ -181,7 +181,7 @@ def test_determined_cnn_has_full_rank_systems():
             g = torch.randn_like(z)  # generic g: rank is a property of the geometry
             known = torch.ones_like(z, dtype=torch.bool)
             system = LayerSystem(step, z, known, g, target.gradients[f"{i}.weight"])
-            assert torch.linalg.matrix_rank(dense_matrix(system)) == acts[i].numel()
+            assert int(torch.linalg.matrix_rank(dense_matrix(system)[0])) == acts[i].numel()
 
 
 def test_rgap_recovers_determined_cnn():

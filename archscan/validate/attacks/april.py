@@ -213,13 +213,14 @@ def complete_by_matching(model: nn.Module, x: torch.Tensor, basis: torch.Tensor,
 
 
 def _rows_solve(name: str, conv: nn.Conv2d, g, dW, image_shape, settings):
-    """Image from the conv's gradient rows alone with the generic matrix-free system."""
+    """Image from the conv's gradient rows alone with the generic matrix-free system (one problem:
+    the layer system and solvers take K problems, here K = 1)."""
     step = Step("conv", name, conv, in_shape=tuple(image_shape), out_shape=tuple(g.shape[1:]))
     known = torch.zeros_like(g, dtype=torch.bool)          # the conv's outputs are not observed
     system = LayerSystem(step, torch.zeros_like(g), known, g, dW)
     x0 = torch.full((1, *image_shape), float(settings["image_start"]), dtype=g.dtype, device=g.device)
     x, iterations = solve_system(system, settings, x0)
-    return x, iterations, system.residual(x)
+    return x, int(iterations[0]), float(system.residual(x)[0])
 
 
 class AprilAttack(Attack):

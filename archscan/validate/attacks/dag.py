@@ -35,12 +35,13 @@ from archscan.validate.attacks.graph import (
     shaped,
     walk,
 )
-from archscan.validate.attacks.layer_system import LayerSystem
+from archscan.validate.attacks.layer_system import LayerSystem, norms
 from archscan.validate.attacks.recursion import (
     State,
     bias_check,
     descend_elementwise,
-    linear_start,
+    layer_infos,
+    start_point,
     top_state,
 )
 from archscan.validate.attacks.solvers import solve_system
@@ -59,27 +60,35 @@ class Dag:
 
 
 class StackedSystem:
-    """Rows of several layers that read the same tensor, as one system ``U x = V`` in it."""
+    """Rows of several layers that read the same tensor, as one system ``U x = V`` in it (K problems)."""
 
     def __init__(self, systems: list):
         self.systems = systems
         self.x_shape, self.g = systems[0].x_shape, systems[0].g
-        self._sizes = [s.rhs_flat().numel() for s in systems]
+        self._sizes = [s.rhs_flat().shape[1] for s in systems]
 
     def apply(self, x):
-        return torch.cat([s.apply(x) for s in self.systems])
+        return torch.cat([s.apply(x) for s in self.systems], dim=1)
 
     def apply_t(self, r):
-        parts = torch.split(r, self._sizes)
+        parts = torch.split(r, self._sizes, dim=1)
         return sum(s.apply_t(p) for s, p in zip(self.systems, parts))
 
     def rhs_flat(self):
-        return torch.cat([s.rhs_flat() for s in self.systems])
+        return torch.cat([s.rhs_flat() for s in self.systems], dim=1)
+
+    def matrix(self):
+        """Explicit ``U_k`` of every problem: the readers' matrices stacked."""
+        return torch.cat([s.matrix() for s in self.systems], dim=1)
+
+    def take(self, index):
+        """The system of the problems ``index`` alone."""
+        return StackedSystem([s.take(index) for s in self.systems])
 
     @torch.no_grad()
-    def residual(self, x) -> float:
+    def residual(self, x) -> torch.Tensor:
         rhs = self.rhs_flat()
-        return float((self.apply(x) - rhs).norm() / rhs.norm().clamp_min(1e-300))
+        return norms(self.apply(x) - rhs) / norms(rhs).clamp_min(1e-300)
 
 
 def _cat_node(node, index_of):
@@ -196,17 +205,19 @@ def _split_cat(node: Node, dag: Dag, state):
                                            torch.split(state.known, lengths, axis))]
 
 
-def dag_recursion(dag: Dag, grads: dict, label: int | None, settings: dict):
-    """Run the recursion on a DAG for one image: ``(image, solver iterations, per-layer info)``."""
+def dag_recursion(dag: Dag, grads: dict, labels, settings: dict):
+    """Run the recursion on a DAG for K problems at once (gradients stacked ``(K, ...)``, one label
+    per problem): ``(images, solver iterations per problem, per-problem list of per-layer info)``."""
     with torch.no_grad():
-        return _recursion(dag, grads, label, settings)
+        return _recursion(dag, grads, labels, settings)
 
 
-def _recursion(dag: Dag, grads: dict, label: int | None, settings: dict):
+def _recursion(dag: Dag, grads: dict, labels, settings: dict):
     head = dag.nodes[dag.head].step
-    top = top_state(_HeadView(head), grads, label)
+    top = top_state(_HeadView(head), grads, labels)
+    K = top.x.shape[0]
     states = {dag.nodes[dag.head].inputs[0]: top}  # state of each node's output value
-    layers, iterations = [], 0
+    layers, iterations = [[] for _ in range(K)], [0] * K
     for i in reversed(range(-1, dag.head)):
         if i in states:
             continue
@@ -219,11 +230,12 @@ def _recursion(dag: Dag, grads: dict, label: int | None, settings: dict):
             else:
                 states[i] = descend_elementwise(node.step, states[readers[0]], settings["relu_tol"])
             continue
-        state, info = _solve_readers(dag, i, readers, states, grads, settings)
+        state, infos = _solve_readers(dag, i, readers, states, grads, settings)
         states[i] = state
-        layers.append(info)
-        iterations += info["solver_iterations"]
-    return states[-1].x.reshape(1, *dag.input_shape), iterations, layers
+        for k, info in enumerate(infos):
+            layers[k].append(info)
+            iterations[k] += info["solver_iterations"]
+    return states[-1].x.reshape(K, *dag.input_shape), iterations, layers
 
 
 class _HeadView:
@@ -234,21 +246,17 @@ class _HeadView:
 
 
 def _solve_readers(dag: Dag, i: int, readers: list, states: dict, grads: dict, settings: dict):
-    """Stack the rows of every Conv2d/Linear reading tensor ``i`` and solve for it."""
+    """Stack the rows of every Conv2d/Linear reading tensor ``i`` and solve for it (K problems)."""
     systems = []
     for j in readers:
         step, out = dag.nodes[j].step, states[j]
         systems.append(LayerSystem(step, out.x, out.known, out.g, grads[param_key(step.name, "weight")]))
     system = systems[0] if len(systems) == 1 else StackedSystem(systems)
-    x0 = linear_start(systems[0], systems[0].dW) if len(systems) == 1 else None
-    if x0 is None:
-        start = settings["image_start"] if i < 0 else 0.0
-        x0 = (start.reshape(system.x_shape).to(system.g) if torch.is_tensor(start) else
-              torch.full(system.x_shape, float(start), dtype=system.g.dtype, device=system.g.device))
-    x, iters = solve_system(system, settings, x0)
+    x, iters = solve_system(system, settings, start_point(system, settings["image_start"] if i < 0 else 0.0))
     g = sum(s.forward_rows_t(states[j].g, masked=False) for s, j in zip(systems, readers))
-    info = {"layer": "+".join(dag.nodes[j].step.name for j in readers), "kind": "joint" if len(readers) > 1
-            else dag.nodes[readers[0]].step.kind, "unknowns": math.prod(system.x_shape[1:]),
-            "solver_iterations": iters, "residual": system.residual(x),
-            "bias_check": [bias_check(dag.nodes[j].step, states[j].g, grads) for j in readers]}
-    return State(x, g, torch.ones_like(x, dtype=torch.bool)), info
+    name = "+".join(dag.nodes[j].step.name for j in readers)
+    kind = "joint" if len(readers) > 1 else dag.nodes[readers[0]].step.kind
+    checks = [bias_check(dag.nodes[j].step, states[j].g, grads) for j in readers]  # per reader: K
+    infos = layer_infos(name, kind, math.prod(system.x_shape[1:]), iters, system.residual(x),
+                        [list(per) for per in zip(*checks)])
+    return State(x, g, torch.ones_like(x, dtype=torch.bool)), infos

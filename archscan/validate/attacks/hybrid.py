@@ -89,7 +89,7 @@ class _Matcher:
                         observed.append(grads[param_key(step.name, attr)].unsqueeze(0))
         self.observed = observed
         self.label = torch.tensor([label], device=system.g.device)
-        self.rhs_norm = system.rhs_flat().pow(2).sum().clamp_min(1e-300)
+        self.rhs_norm = system.rhs_flat().pow(2).sum().clamp_min(1e-300)  # one problem: K = 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Objective value of candidate ``x`` (differentiable)."""
@@ -149,6 +149,9 @@ class HybridAttack(RGAPAttack):
     on hidden layers, where no image prior competes with it), ``determined_tol`` (layers whose
     measured null-space fraction is below it keep their exact least-squares input) and R-GAP's
     ``image_start`` (0.5, or ``"prior"``: the image layer's solve starts at the prior mean image).
+
+    Per-sample problems run one at a time through R-GAP's batched recursion (K = 1): the
+    refinement is a per-image gradient-matching optimisation, not a batched least-squares solve.
     """
 
     name = "hybrid"

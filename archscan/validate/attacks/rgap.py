@@ -15,9 +15,12 @@ layers, element-wise activations and reshapes (traced with ``torch.fx``).  From 
 
    and the gradient moves down as ``g_x = A^T g_z``.
 
-The operators are applied matrix-free (``conv2d``, ``conv2d_input``, ``conv2d_weight``) and the
-system is solved with LSQR from zero, i.e. the minimum-norm least-squares solution, written in
-torch so it runs on any device.  Everything runs in float64 (float32 costs ~50 dB on exact cases).
+The operators are applied matrix-free (patches of ``x`` and batched matrix products) and the
+system is solved with LSQR from a start point, i.e. the least-squares solution closest to it,
+written in torch so it runs on any device.  Everything runs in float64 (float32 costs ~50 dB on
+exact cases).  The independent problems of a per-sample target (one image each) go down the
+recursion together: every state, layer system and solve holds all K of them on a leading
+dimension, and each problem's result is the one it gets alone.
 
 Layout: :mod:`.graph` (the traced graph as steps, shared with :mod:`.dag`), :mod:`.chain` (the
 chain's link rule, shapes and checks, the chain's forward), :mod:`.activations` (element-wise
@@ -34,7 +37,7 @@ from archscan.validate.attacks.activations import act_forward, act_inverse, act_
 from archscan.validate.attacks.analytic import (
     head_labels,
 )
-from archscan.validate.attacks.base import Attack, Target, gradients_as, prepare_model
+from archscan.validate.attacks.base import Attack, Target, prepare_model
 from archscan.validate.attacks.chain import build_chain, run_steps, trace_chain
 from archscan.validate.attacks.steps import Chain, Step
 from archscan.validate.attacks.dag import Dag, build_dag, dag_recursion, trace_dag
@@ -59,31 +62,38 @@ __all__ = ["Chain", "LayerSystem", "RGAPAttack", "State", "Step", "act_forward",
            "top_state", "trace_chain"]
 
 
-def rgap_recursion(chain: Chain, grads: dict, label: int | None, settings: dict, refine=None):
-    """Run the whole recursion for one image.
+def rgap_recursion(chain: Chain, grads: dict, labels, settings: dict, refine=None):
+    """Run the whole recursion for K problems (one image each) at once.
+
+    ``grads`` holds their gradients stacked ``(K, *param.shape)``, ``labels`` one label (or None)
+    per problem; ``refine`` (the hybrid's hook) needs K = 1.
 
     Returns
     -------
     tuple
-        ``(image (1, C, H, W), total solver iterations, per-layer diagnostics)``.
+        ``(images (K, C, H, W), solver iterations per problem, per-problem list of per-layer
+        diagnostics)``.
     """
     with torch.no_grad():  # closed form: no autograd graph (the hybrid re-enables it to refine)
-        return _recursion(chain, grads, label, settings, refine)
+        return _recursion(chain, grads, labels, settings, refine)
 
 
-def _recursion(chain: Chain, grads: dict, label: int | None, settings: dict, refine=None):
+def _recursion(chain: Chain, grads: dict, labels, settings: dict, refine=None):
     """Body of :func:`rgap_recursion`."""
-    state, layers, iterations = top_state(chain, grads, label), [], 0
+    state = top_state(chain, grads, labels)
+    K = state.x.shape[0]
+    layers, iterations = [[] for _ in range(K)], [0] * K
     starts = start_activations(chain, settings["image_start"], state.g)
     for index in reversed(range(chain.head)):
         step = chain.steps[index]
         if step.kind in ("linear", "conv"):
-            state, info = descend_layer(step, state, grads, settings, refine, starts[index])
-            layers.append(info)
-            iterations += info["solver_iterations"] + info.get("refine_iterations", 0)
+            state, infos = descend_layer(step, state, grads, settings, refine, starts[index])
+            for k, info in enumerate(infos):
+                layers[k].append(info)
+                iterations[k] += info["solver_iterations"] + info.get("refine_iterations", 0)
         else:
             state = descend_elementwise(step, state, settings["relu_tol"])
-    return state.x.reshape(1, *chain.input_shape), iterations, layers
+    return state.x.reshape(K, *chain.input_shape), iterations, layers
 
 
 def start_activations(chain: Chain, image_start, like: torch.Tensor) -> list:
@@ -169,22 +179,38 @@ class RGAPAttack(Attack):
         return None
 
     def _run(self, target: Target, seed: int, refine_factory=None):
-        """Recursion per independent problem, in float64 on the target's device."""
+        """The recursion of all independent problems at once, in float64 on the target's device.
+
+        With a refinement hook (the hybrid attack) the problems run one at a time (K = 1) through
+        the same batched code: the hook refines one image's layer input by gradient matching.
+        """
         model = prepare_model(target.model, target.device, torch.float64)
-        chain = self._structure(model, target.input_shape)
+        structure = self._structure(model, target.input_shape)
         settings = resolve_image_start(self.settings, target.input_shape, seed, target.device)
-        images, labels, layers, iterations = [], [], [], 0
-        for index, prob in enumerate(target.problems()):
-            grads = gradients_as(prob, torch.float64)
-            label = head_labels(prob, grads, 1)
-            if isinstance(chain, Dag):  # concatenated branches: no per-layer refinement hook
-                image, iters, info = dag_recursion(chain, grads, int(label[0]), settings)
-            else:
-                refine = None if refine_factory is None else refine_factory(chain, grads, label, seed + index)
-                image, iters, info = rgap_recursion(chain, grads, int(label[0]), settings, refine)
+        stacked = {k: v.to(device=target.device, dtype=torch.float64)
+                   for k, v in target.stacked_gradients().items()}
+        labels = [head_labels(prob, {k: v[b] for k, v in stacked.items()}, 1)
+                  for b, prob in enumerate(target.problems())]
+        batches = [slice(0, len(labels))] if refine_factory is None else \
+            [slice(b, b + 1) for b in range(len(labels))]
+        images, layers, iterations = [], [], 0
+        for batch in batches:
+            grads = {k: v[batch] for k, v in stacked.items()}
+            image, iters, info = self._batch(structure, grads, labels[batch], settings, seed + batch.start,
+                                             refine_factory)
             images.append(image)
-            labels.append(label)
-            layers.append(info)
-            iterations += iters
+            layers.extend(info)
+            iterations += sum(iters)
         residuals = [problem[-1]["residual"] if problem else None for problem in layers]  # image layer: solved last
         return torch.cat(images), iterations, torch.cat(labels), {"layers": layers, "final_objective": residuals}
+
+    @staticmethod
+    def _batch(structure, grads: dict, labels: list, settings: dict, seed: int, refine_factory):
+        """The recursion of one batch of problems (all of them, or one with a refinement hook)."""
+        ints = [int(label[0]) for label in labels]
+        if isinstance(structure, Dag):  # concatenated branches: no per-layer refinement hook
+            return dag_recursion(structure, grads, ints, settings)
+        refine = None
+        if refine_factory is not None:
+            refine = refine_factory(structure, {k: v[0] for k, v in grads.items()}, labels[0], seed)
+        return rgap_recursion(structure, grads, ints, settings, refine)

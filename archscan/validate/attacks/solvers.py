@@ -1,7 +1,9 @@
 """Least-squares solvers for :class:`~archscan.attacks.layer_system.LayerSystem`, in torch.
 
-:func:`lsqr` is matrix-free and runs on any device; :func:`dense_solve` builds the explicit matrix
-(small layers and cross-checks only).
+Both solve K independent problems at once (stacked on a leading dimension, vectors in the row
+space ``(K, rows)``): :func:`lsqr` is matrix-free and runs on any device, with every problem
+stopping on its own; :func:`dense_solve` builds the explicit matrices (small layers and
+cross-checks only) and solves them in one batched call.
 """
 from __future__ import annotations
 
@@ -10,111 +12,156 @@ import math
 import torch
 
 
+@torch.no_grad()
 def lsqr(apply, apply_t, b: torch.Tensor, x0: torch.Tensor, max_iter: int = 5000,
-         atol: float = 1e-14, btol: float = 1e-14):
-    """LSQR (Paige & Saunders 1982) for ``min |U x - b|``, matrix-free, on any torch device.
+         atol: float = 1e-14, btol: float = 1e-14, check_every: int = 8):
+    """LSQR (Paige & Saunders 1982) for K problems ``min |U_k x_k - b_k|`` at once, matrix-free.
 
     Parameters
     ----------
     apply, apply_t : callable
-        ``U x`` (flat result) and ``U^T r`` (shaped like ``x0``).
+        ``U x`` (``(K, rows)``) and ``U^T r`` (shaped like ``x0``), every problem at once.
     b : torch.Tensor
-        Flat right-hand side.
+        Right-hand sides ``(K, rows)``.
     x0 : torch.Tensor
-        Starting point; from zero LSQR converges to the minimum-norm least-squares solution.
+        Starting points ``(K, ...)``; from zero LSQR converges to the minimum-norm solution.
     max_iter : int
         Iteration cap.
     atol, btol : float
         Stopping tolerances of the original algorithm (consistent and least-squares tests).
+    check_every : int
+        Iterations between checks whether every problem has stopped (the only host syncs).
+
+    Every problem runs the scalar recurrences of its own LSQR (``(K, 1)`` tensors) and stops on
+    its own tests: from then on its iterate is frozen, so its result depends neither on the other
+    problems nor on ``check_every``.  The vectors are updated in place (fewer large temporaries:
+    fresh allocations of a few MB each iteration cost page faults on CPU), so ``apply`` and
+    ``apply_t`` must return new tensors.  Runs without autograd.
 
     Returns
     -------
     tuple
-        ``(x, iterations)``.
+        ``(x, iterations)``, ``iterations`` a ``(K,)`` long tensor.
     """
-    x = x0.clone()
-    u = b - apply(x)
-    beta = float(u.norm())
-    if beta == 0:
-        return x, 0
-    u = u / beta
-    v = apply_t(u)
-    alpha = float(v.norm())
-    if alpha == 0:
-        return x, 0
-    v, w = v / alpha, v / alpha
-    phibar, rhobar, anorm, bnorm = beta, alpha, 0.0, beta
-    for it in range(1, max_iter + 1):
-        u = apply(v) - alpha * u
-        beta = float(u.norm())
-        u = u / beta if beta > 0 else u
-        v = apply_t(u) - beta * v
-        alpha = float(v.norm())
-        v = v / alpha if alpha > 0 else v
-        anorm = math.sqrt(anorm ** 2 + alpha ** 2 + beta ** 2)
-        rho = math.hypot(rhobar, beta)
+    shape, K = x0.shape, x0.shape[0]
+
+    def op(v):
+        return apply(v.view(shape))
+
+    def op_t(u):
+        return apply_t(u).reshape(K, -1)
+
+    x = x0.reshape(K, -1).clone()
+    u, beta = _unit(b - op(x))
+    v, alpha = _unit(op_t(u))
+    w, done = v.clone(), (beta == 0) | (alpha == 0)
+    iterations = torch.zeros_like(done, dtype=torch.long)
+    phibar, rhobar, anorm, bnorm = beta, alpha, torch.zeros_like(beta), beta
+    for it in range(max_iter):
+        if it % check_every == 0 and bool(done.all()):
+            break
+        u, beta = _unit(op(v).addcmul_(alpha, u, value=-1))
+        v, alpha = _unit(op_t(u).addcmul_(beta, v, value=-1))
+        anorm = torch.hypot(torch.hypot(anorm, alpha), beta)  # Frobenius norm of the bidiagonal
+        rho = torch.hypot(rhobar, beta).clamp_min(_TINY)
         c, s = rhobar / rho, beta / rho
         theta, rhobar, phi, phibar = s * alpha, -c * alpha, c * phibar, s * phibar
-        x = x + (phi / rho) * w
-        w = v - (theta / rho) * w
-        arnorm = alpha * abs(c) * phibar  # |U^T r|, for the least-squares test
-        if _lsqr_done(phibar, arnorm, anorm, bnorm, float(x.norm()), atol, btol, alpha, beta):
-            return x, it
-    return x, max_iter
+        x.addcmul_(torch.where(done, 0, phi / rho), w)  # a stopped problem is frozen: x += 0 * w
+        w = w.mul_(torch.where(done, 0, theta / rho)).neg_().add_(v)  # (and its w stays finite)
+        iterations += ~done
+        arnorm = alpha * c.abs() * phibar  # |U^T r|, for the least-squares test
+        done = done | _lsqr_stop(phibar, arnorm, atol * anorm, btol * bnorm, _norm(x), alpha, beta)
+    return x.view(shape), iterations.view(K)
 
 
-def _lsqr_done(rnorm, arnorm, anorm, bnorm, xnorm, atol, btol, alpha, beta) -> bool:
-    """LSQR stopping tests: consistent system solved, least-squares optimum reached, or breakdown."""
-    if alpha == 0 or beta == 0:  # Krylov space exhausted: the current iterate is exact
-        return True
-    if rnorm <= btol * bnorm + atol * anorm * xnorm:
-        return True
-    return arnorm <= atol * anorm * rnorm
+_TINY = 1e-300
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """Row norms of a ``(K, n)`` tensor as ``(K, 1)``."""
+    return torch.linalg.vector_norm(t, dim=1, keepdim=True)
+
+
+def _unit(t: torch.Tensor):
+    """Rows of ``t`` scaled in place to unit norm (zero rows stay zero), and the norms."""
+    norm = _norm(t)
+    return t.div_(norm.clamp_min(_TINY)), norm
+
+
+def _lsqr_stop(rnorm, arnorm, a_anorm, b_bnorm, xnorm, alpha, beta) -> torch.Tensor:
+    """LSQR stopping tests per problem (``a_anorm = atol |U|``, ``b_bnorm = btol |b|``): consistent
+    system solved, least-squares optimum reached, or breakdown (Krylov space exhausted: the
+    current iterate is exact)."""
+    breakdown = torch.minimum(alpha, beta) == 0
+    consistent = rnorm <= torch.addcmul(b_bnorm, a_anorm, xnorm)
+    return breakdown | consistent | (arnorm <= a_anorm * rnorm)
+
+
+def operator_columns(system) -> torch.Tensor:
+    """Explicit ``U_k`` (``(K, rows, unknowns)``) from the operator applied to unit vectors.
+
+    Columns in chunks with ``torch.func.vmap`` (a loop where an operator does not vectorise):
+    the generic construction, for systems without a ``matrix`` method and for cross-checks.
+    """
+    K, shape = system.x_shape[0], tuple(system.x_shape[1:])
+    n = math.prod(shape)
+    eye = torch.eye(n, dtype=system.g.dtype, device=system.g.device)
+
+    def column(e):
+        return system.apply(e.view(1, *shape).expand(K, *shape))
+
+    try:
+        cols = torch.func.vmap(column, chunk_size=max(16, 256 // K))(eye)
+    except Exception:  # noqa: BLE001 - an operator without a batching rule: one column at a time
+        cols = torch.stack([column(eye[i]) for i in range(n)])
+    return cols.permute(1, 2, 0).contiguous()
 
 
 def dense_matrix(system) -> torch.Tensor:
-    """Explicit ``U`` (rows x unknowns): only for small layers / cross-checks.
+    """Explicit ``U_k`` of every problem, ``(K, rows, unknowns)``: small layers / cross-checks only.
 
-    Columns are ``U e_i``, computed in chunks with ``torch.func.vmap`` (a loop where an operator
-    does not vectorise); the matrix is cached on the system (the hybrid attack solves twice).
+    The system's own ``matrix()`` where it has one, else :func:`operator_columns`; cached on the
+    system (the hybrid attack solves twice).
     """
     cached = getattr(system, "_dense_cache", None)
-    if cached is not None:
-        return cached
-    n = math.prod(system.x_shape)
-    eye = torch.eye(n, dtype=system.g.dtype, device=system.g.device)
-    shape = system.x_shape
-
-    def column(e):
-        return system.apply(e.view(shape))
-
-    try:
-        cols = torch.func.vmap(column, chunk_size=256)(eye)
-    except Exception:  # noqa: BLE001 - an operator without a batching rule: one column at a time
-        cols = torch.stack([column(eye[i]) for i in range(n)])
-    system._dense_cache = cols.T.contiguous()
-    return system._dense_cache
+    if cached is None:
+        build = getattr(system, "matrix", None)
+        cached = build() if build is not None else operator_columns(system)
+        system._dense_cache = cached
+    return cached
 
 
+@torch.no_grad()
 def dense_solve(system, x0: torch.Tensor) -> torch.Tensor:
-    """Least-squares solution closest to ``x0``, with an explicit matrix (SVD-based)."""
-    U, V = dense_matrix(system), system.rhs_flat() - system.apply(x0)
+    """Least-squares solution closest to ``x0`` of every problem, with explicit matrices (SVD)."""
+    U, V = dense_matrix(system), (system.rhs_flat() - system.apply(x0)).unsqueeze(2)
     if U.device.type == "cpu":
-        sol = torch.linalg.lstsq(U, V.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+        sol = torch.linalg.lstsq(U, V, driver="gelsd").solution
     else:  # CUDA's lstsq has no rank-revealing driver; the pseudo-inverse is
         sol = torch.linalg.pinv(U) @ V
     return x0 + sol.view(system.x_shape)
 
 
 def dense_fits(system, settings: dict) -> bool:
-    """True when ``settings`` allow an explicit matrix for ``system`` (unknowns and entries)."""
-    n = math.prod(system.x_shape)
-    rows = system.rhs_flat().numel()
+    """True when ``settings`` allow an explicit matrix for one problem of ``system``."""
+    n = math.prod(system.x_shape[1:])
+    rows = system.rhs_flat().shape[1]
     return n <= settings.get("dense_max", 0) and n * rows <= settings.get("dense_entries", 3e7)
 
 
+def _dense_chunked(system, settings: dict, x0: torch.Tensor) -> torch.Tensor:
+    """:func:`dense_solve` over chunks of problems, at most ``dense_entries`` matrix entries each
+    (one problem at least), so K problems need no more memory than one did."""
+    K, n = system.x_shape[0], math.prod(system.x_shape[1:])
+    per = max(1, int(settings.get("dense_entries", 3e7) // (n * system.rhs_flat().shape[1])))
+    if K <= per or not hasattr(system, "take"):
+        return dense_solve(system, x0)
+    return torch.cat([dense_solve(system.take(slice(i, i + per)), x0[i:i + per])
+                      for i in range(0, K, per)])
+
+
 def solve_system(system, settings: dict, x0: torch.Tensor):
-    """Least-squares input of one system: ``(x, iterations)``.
+    """Least-squares inputs of the K problems of one system: ``(x, iterations (K,))``.
 
     ``solver``: ``"lsqr"`` (matrix-free), ``"dense"`` (explicit SVD least squares) or ``"auto"``:
     a grouped conv is split into its independent per-group blocks, and every block (or
@@ -129,9 +176,10 @@ def solve_system(system, settings: dict, x0: torch.Tensor):
         for sub, channels in parts:
             x, it = solve_system(sub, settings, x0[:, channels])
             xs.append(x)
-            iterations += it
+            iterations = iterations + it
         return torch.cat(xs, dim=1), iterations
     if solver == "dense" or (solver == "auto" and dense_fits(system, settings)):
-        return dense_solve(system, x0), 0
+        zero = torch.zeros(system.x_shape[0], dtype=torch.long, device=x0.device)
+        return _dense_chunked(system, settings, x0), zero
     return lsqr(system.apply, system.apply_t, system.rhs_flat(), x0, settings["max_iter"],
                 settings["tol"], settings["tol"])
