@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from archscan.defences import threat_suffix
 from archscan.formatters.markdown import ICON, _table
+from archscan.formatters.validation_html import _f
 
 
 def render(report: dict) -> str:
@@ -40,7 +41,3 @@ def _zoo(report: dict) -> list:
              f"{report['quality_ceiling_db']} dB): **{report['spearman']}**, 95% bootstrap "
              f"{report.get('spearman_interval')}.")
     return [head, table, stats]
-
-
-def _f(v, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
