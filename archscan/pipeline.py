@@ -43,12 +43,24 @@ class _Stages:
 
 def scan(spec: str, options: config.ScanOptions) -> ScanReport:
     """Trace the model, rank every layer's system, propagate, take both views, score."""
-    clock = _Stages()
+    clock = _Stages()                     # the trace stage's time includes building the model
+    return scan_loaded(load(spec, options), options, clock)
+
+
+def load(spec: str, options: config.ScanOptions):
+    """The model of ``spec`` built (seeded from ``options.seed``), its weights loaded, checked."""
     _validate(spec, options)
     loaded = load_model(spec, options.model_args, options.num_classes, options.seed)
     if options.weights and loaded.module is not None:
         load_weights(loaded.module, options.weights)
     _check_loaded(spec, loaded, options)
+    return loaded
+
+
+def scan_loaded(loaded, options: config.ScanOptions, clock: _Stages | None = None) -> ScanReport:
+    """``scan`` of a model already built: what ``archscan suggest`` rescans after editing it."""
+    clock = clock or _Stages()
+    spec = loaded.spec
     traced = trace_model(loaded, options.input_shape)
     g = build_graph(traced.nodes)
     _check_program_shape(spec, g, options)

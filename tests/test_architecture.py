@@ -23,7 +23,7 @@ STAGES = {
     "report": 4,
     "formatters": 5,
     "pipeline": 6,
-    "validate": 7,
+    "validate": 7, "suggest": 7,
     "api": 8,
     "cli": 9, "pytest_plugin": 9,
     "__main__": 10,

@@ -148,8 +148,9 @@ def test_config_errors_exit_2(tmp_path, monkeypatch, capsys):
 def test_template_parses_and_documents_every_key():
     from archscan.config.pyproject import KEYS
     text = template()
-    # everything commented out by default but the gate: a fresh project fails on a leaking model
-    assert tomllib.loads(text) == {"tool": {"archscan": {"fail-on": "leaks"}}}
+    # everything commented out by default but the gate and its fix suggestion: a fresh project fails on
+    # a leaking model and says what to change
+    assert tomllib.loads(text) == {"tool": {"archscan": {"fail-on": "leaks", "suggest": "on-fail"}}}
     for key in KEYS:
         if key not in ("output", "quiet"):
             assert f"{key.replace('_', '-')} =" in text, key
@@ -173,7 +174,8 @@ def test_init_creates_the_file_and_prints(tmp_path, monkeypatch, capsys):
     assert main(["init", "--print"]) == 0 and "[tool.archscan]" in capsys.readouterr().out
     assert not (tmp_path / "pyproject.toml").exists()
     write_template(tmp_path / "pyproject.toml")
-    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["archscan"] == {"fail-on": "leaks"}
+    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["archscan"] == {"fail-on": "leaks",
+                                                                                      "suggest": "on-fail"}
     assert main(["init", "--input-shape", "3,x,1", "--file", "other.toml"]) == 2
 
 

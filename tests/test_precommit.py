@@ -17,8 +17,8 @@ MODELS = '''import torch.nn as nn
 
 
 def leaky():
-    """A Linear with bias on the raw image: its input is dW/db, exactly."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    """A conv with an invertible activation before a Linear with bias: the chain inverts both."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
 
 
 def pooled():
@@ -53,11 +53,12 @@ def _try_repo(proj: Path, env: dict) -> subprocess.CompletedProcess:
 
 @needs
 def test_the_hook_fails_a_leaking_model_and_passes_a_gated_one(tmp_path):
-    proj, env = _project(tmp_path, "leaky", "3,2,2")
+    proj, env = _project(tmp_path, "leaky", "3,8,8")
     assert 'fail-on = "leaks"' in (proj / "pyproject.toml").read_text()     # init writes an active gate
     leaky = _try_repo(proj, env)
     out = leaky.stdout + leaky.stderr
     assert leaky.returncode == 1 and "Failed" in out and "LEAKS" in out, out
+    assert "measured fix: " in out, out               # init's suggest = "on-fail": the fix, rescanned
     proj, env = _project(tmp_path, "pooled", "3,8,8")
     safe = _try_repo(proj, env)
     out = safe.stdout + safe.stderr

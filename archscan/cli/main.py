@@ -27,7 +27,7 @@ THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "
                    "fedavg_steps": None, "fedavg_lr": None}
 SCAN_DEFAULTS = {**THREAT_DEFAULTS, "model": None, "weights": None, "fail_under": None, "fail_on": None,
                  "baseline": None, "exit_zero": False, "format": ["text"], "output": None, "quiet": False,
-                 "select": None, "ignore": None}
+                 "select": None, "ignore": None, "suggest": "off"}
 
 
 def _model_options(p, weights: bool = True) -> None:
@@ -69,18 +69,26 @@ def _common_options(p) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _scan_parser(sub) -> None:
-    p = sub.add_parser("scan", help="static leakage analysis of a model (with an optional gate)")
+def _scan_parser(sub, name: str = "scan",
+                 help: str = "static leakage analysis of a model (with an optional gate)") -> None:
+    p = sub.add_parser(name, help=help)
     p.add_argument("model", nargs="?",
                    help="path/to/file.py:NAME, package.module:NAME, or a torch.export .pt2 file "
                         "(default: model in [tool.archscan])")
     _model_options(p)
-    g = p.add_argument_group("gate (exit 1 when a check fails)")
+    g = p.add_argument_group("gate (exit 1 when a check fails)" if name == "scan" else
+                             "gate (what a change must pass; suggest itself exits 0)")
     g.add_argument("--fail-under", type=float, metavar="SCORE",
                    help="fail when the resistance score (1 - leakage score) is below SCORE, in [0, 1]")
     g.add_argument("--fail-on", choices=("partial", "leaks"), help="fail on this verdict or a worse one")
     g.add_argument("--baseline", metavar="REPORT.json", help="fail only on regressions against this stored report")
     g.add_argument("--exit-zero", action="store_true", default=None, help="report only: exit 0 even when the gate fails")
+    if name == "scan":
+        g.add_argument("--suggest", choices=("off", "on-fail", "on"),
+                       help="rescan small changes of the model (bias, activation, stride, pooling, filters) and of the "
+                            "client's setting, and report the smallest that passes the gate (without a gate: that "
+                            "improves the verdict). on-fail: only when the gate fails; on: whenever the model is not "
+                            "RESISTANT; default off (`archscan suggest` tries every change)")
     p.add_argument("--select", metavar="IDS", help="report only these finding ids or prefixes (AS001,AS02)")
     p.add_argument("--ignore", metavar="IDS", help="hide these finding ids or prefixes; a layer's own line can say "
                    "`# archscan: ignore[AS003]` (never changes the verdict or the gate)")
@@ -130,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"archscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _scan_parser(sub)
+    _scan_parser(sub, "suggest", "rescan small changes of the model and of the client's setting; report what each "
+                 "measured and the smallest that passes the gate (without a gate: that improves the verdict)")
     _compare_parser(sub)
     _init_parser(sub)
     add_validate_parser(sub)
@@ -179,7 +189,7 @@ def _inputs(s: dict, args) -> dict:
 
 
 def run_scan(args) -> int:
-    from archscan.api import scan
+    from archscan.pipeline import load, scan_loaded
     from archscan.cli import progress
     from archscan.formatters.outputs import check_outputs, parse_outputs, write_outputs
     from archscan.report import suppress
@@ -190,14 +200,28 @@ def run_scan(args) -> int:
     outputs, policy, options = parse_outputs(s["format"], s["output"]), _policy(s), _options(s)
     select, ignore = suppress.parse_ids(s["select"], "--select"), suppress.parse_ids(s["ignore"], "--ignore")
     check_outputs(outputs, _inputs(s, args))
-    with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])), \
+    mode = "all" if args.command == "suggest" else s["suggest"]
+    with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])) as bar, \
             boundary.model_output_to_stderr():
-        report = scan(s["model"], options).to_dict()
+        loaded = load(s["model"], options)
+        report = scan_loaded(loaded, options).to_dict()
+        _suggestions(report, loaded, options, policy, mode, bar)
     suppress.apply(report, select, ignore)
     if policy.active:
         report["gate"] = evaluate(report, policy).to_dict()
     shown = write_outputs(report, outputs, quiet=s["quiet"], colour=args.color)
-    return _gate_exit(report, shown, s)
+    return EXIT_OK if args.command == "suggest" else _gate_exit(report, shown, s)
+
+
+def _suggestions(report: dict, loaded, options, policy, mode: str, bar) -> None:
+    """``report["suggestions"]`` per ``--suggest`` (off | on-fail | on) or ``archscan suggest`` (all)."""
+    from archscan.suggest import needed, suggest
+    if mode == "off" or (mode == "on-fail" and not (policy.active and needed(report, policy))):
+        return
+    def step(i, n, edit):
+        bar.update(i, f"trying {edit.change} ({i + 1}/{n})")
+    report["suggestions"] = suggest(loaded, report, options, policy, first_only=mode != "all",
+                                    on_candidate=step).to_dict()
 
 
 def _gate_exit(report: dict, shown: bool, s: dict) -> int:
@@ -244,6 +268,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     debug = getattr(args, "debug", False) or os.environ.get("ARCHSCAN_DEBUG") == "1"
-    handlers = {"scan": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate, "sweep": run_sweep,
+    handlers = {"scan": run_scan, "suggest": run_scan, "compare": run_compare, "init": run_init, "validate": run_validate, "sweep": run_sweep,
                 "rule": run_rule}
     return boundary.run(handlers[args.command], args, debug)

@@ -29,10 +29,10 @@ KEYS = {
     "relu_active": (float, int), "seed": (int,), "local": (str,), "local_budget": (float, int), "device": (str,), "strict": (bool,), "fail_under": (float, int), "fail_on": (str,),
     "baseline": (str,), "exit_zero": (bool,), "format": (str, list), "output": (str,), "quiet": (bool,),
     "select": (str, list), "ignore": (str, list), "defence": (str, list),
-    "fedavg_steps": (int,), "fedavg_lr": (float, int),
+    "fedavg_steps": (int,), "fedavg_lr": (float, int), "suggest": (str,),
 }
 CHOICES = {"labels": ("known", "inferred"), "bn_mode": ("eval", "train"), "fail_on": ("partial", "leaks"),
-           "local": ("auto", "on", "off")}
+           "local": ("auto", "on", "off"), "suggest": ("off", "on-fail", "on")}
 PATH_KEYS = ("weights", "baseline", "output")
 
 
@@ -253,6 +253,8 @@ fail-on = "leaks"                     # "partial" (fails UNVERIFIED, PARTIAL and
 # fail-under = 0.5                    # minimum resistance score = 1 - leakage score
 # baseline = "archscan-baseline.json" # a stored `--format json` report: fail only on regressions
 # exit-zero = false                   # report only, never exit 1
+suggest = "on-fail"                   # when the gate fails, rescan small changes and name the smallest
+#                                     # that passes it ("off" | "on-fail" | "on"; `archscan suggest` tries all)
 # select = ["AS00", "AS02"]          # report only these findings (ids or prefixes)
 # ignore = ["AS030"]                  # hide these (also `# archscan: ignore[AS003]` on a layer's line);
 #                                     # neither changes the verdict or the gate

@@ -7,6 +7,7 @@ import io
 from html import escape
 from pathlib import Path
 
+from archscan.formatters import suggestions
 from archscan.formatters.text import chain_phrase, layer_sources, optimisation_phrase
 from archscan.defences import threat_suffix
 
@@ -31,7 +32,7 @@ def render(report: dict, stream) -> None:
     title = f"archscan: {report['model']['spec']}"
     body = [f"<h1>{escape(title)}</h1>",
             f"<p><span class='badge {VERDICT_CLASS.get(s['verdict'], '')}'>{escape(s['verdict'])}</span></p>",
-            _summary(report), _gate(report), _layers(report), _plots(report), _grid(report), _findings(report),
+            _summary(report), _gate(report), suggestions.html_section(report, escape), _layers(report), _plots(report), _grid(report), _findings(report),
             _footer(report)]
     stream.write("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
                  f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n"

@@ -1,6 +1,7 @@
 """GitHub-flavoured Markdown for a CI step summary ($GITHUB_STEP_SUMMARY) or a PR comment."""
 from __future__ import annotations
 
+from archscan.formatters import suggestions
 from archscan.formatters.text import chain_phrase, layer_sources, optimisation_phrase
 from archscan.defences import threat_suffix
 
@@ -10,7 +11,8 @@ LAYER_COLUMNS = ("layer", "type", "in → out", "unknowns", "rows W/K/P", "rank"
 
 
 def render(report: dict, stream) -> None:
-    parts = [_heading(report), _scores(report), _gate(report), _layers(report), _findings(report), _footer(report)]
+    parts = [_heading(report), _scores(report), _gate(report), suggestions.markdown_section(report, cell),
+             _layers(report), _findings(report), _footer(report)]
     stream.write("\n\n".join(p for p in parts if p) + "\n")
 
 

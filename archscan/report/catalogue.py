@@ -72,11 +72,16 @@ _RULES = (
          "them (conservative).", "note", 1.0),
     Rule("AS200", "gate-fail-under", "The resistance score is below the configured minimum (--fail-under)",
          "Gate: the resistance score (1 - leakage score) is below the threshold set by --fail-under or "
-         "fail-under in [tool.archscan]. The layers named are those through which the attack reaches the image.",
+         "fail-under in [tool.archscan]. With --suggest (or suggest = \"on-fail\" in [tool.archscan], which "
+         "`archscan init` writes) archscan rescans small changes of the model and names the layers whose "
+         "measured change passes the gate, with the smallest fix in the message; otherwise the layers named are "
+         "those through which the attack reaches the image. `archscan suggest MODEL` tries every change.",
          "error", 8.0),
     Rule("AS201", "gate-fail-on", "The verdict reaches the configured failing verdict (--fail-on)",
-         "Gate: the model's verdict is at or above the one set by --fail-on (partial or leaks). The layers "
-         "named are those through which the attack reaches the image.", "error", 8.0),
+         "Gate: the model's verdict is at or above the one set by --fail-on (partial or leaks). With "
+         "--suggest (suggest = \"on-fail\" in [tool.archscan]) the layers named are those whose rescanned change "
+         "passes the gate and the message gives the smallest such fix; otherwise they are the layers through "
+         "which the attack reaches the image. `archscan suggest MODEL` tries every change.", "error", 8.0),
     Rule("AS202", "gate-baseline-regression", "Leakage regressed against the baseline report (--baseline)",
          "Gate: compared with the stored baseline report, the leakage score or the verdict got worse, or a "
          "layer's input became more determined. The layers named are those that changed.", "error", 8.0),

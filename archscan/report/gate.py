@@ -3,8 +3,10 @@
 A policy has up to three parts, each optional: ``fail_under`` (a minimum *resistance score*,
 1 - leakage score, so that higher is safer as in every ``--fail-under``), ``fail_on`` (the verdict
 that fails: ``partial`` fails PARTIAL and LEAKS, ``leaks`` fails LEAKS) and ``baseline`` (a stored
-report: then only regressions fail).  Every check names the layers responsible: without a baseline
-the layers through which the attack reaches the image, with one the layers that got worse.
+report: then only regressions fail).  Every check names the layers responsible: the layers whose
+change would pass it when ``archscan suggest`` measured that (the report's ``suggestions``), else
+without a baseline the layers through which the attack reaches the image, with one the layers
+that got worse.
 """
 from __future__ import annotations
 
@@ -79,6 +81,30 @@ def resistance(report: dict) -> float:
     return round(1.0 - float(report["scores"]["leakage_score"]), 6)
 
 
+def responsible(report: dict) -> tuple[str, ...]:
+    """The layers to change: those whose measured edit passes the gate (``report["suggestions"]``),
+    else every layer the attack reaches."""
+    return fixing_layers(report) or exposed_layers(report)
+
+
+def fixing_layers(report: dict) -> tuple[str, ...]:
+    """Layers of the rescanned edits that passed the gate (empty when none did or none were tried)."""
+    s = report.get("suggestions") or {}
+    if s.get("target") != "gate":
+        return ()
+    return tuple(dict.fromkeys(n for o in s.get("outcomes", ()) if o.get("gate_passed") for n in o.get("layers", ())))
+
+
+def fix_phrase(report: dict) -> str:
+    """'; measured fix: ...' when ``archscan suggest`` found an edit that passes this gate."""
+    s = report.get("suggestions") or {}
+    best = next((o for o in s.get("outcomes", ()) if o["id"] == s.get("best")), None)
+    if s.get("target") != "gate" or best is None:
+        return ""
+    return (f"; measured fix: {best['change']} (rescanned: verdict {best['verdict']}, "
+            f"leakage score {best['leakage_score']:.3f})")
+
+
 def exposed_layers(report: dict) -> tuple[str, ...]:
     """Layers whose input the attack determines in part or in full, nearest the image first."""
     return tuple(l["name"] for l in report["layers"] if l["attack"]["rank"] > 0)
@@ -130,7 +156,8 @@ def check_fail_under(report: dict, minimum: float) -> Check:
            f"{'at or above' if r >= minimum else 'below'} --fail-under {minimum:g}; {_image_phrase(report)}")
     if unverified and minimum > 0:
         msg += f"; not established: {unverified}"
-    return Check("fail-under", "AS200", f"fail-under {minimum:g}", ok, msg, () if ok else exposed_layers(report))
+    msg += "" if ok else fix_phrase(report)
+    return Check("fail-under", "AS200", f"fail-under {minimum:g}", ok, msg, () if ok else responsible(report))
 
 
 def check_fail_on(report: dict, fail_on: str) -> Check:
@@ -138,7 +165,8 @@ def check_fail_on(report: dict, fail_on: str) -> Check:
     ok = VERDICT_RANK[verdict] < VERDICT_RANK[FAIL_ON[fail_on]]
     msg = (f"verdict {verdict} (leakage score {report['scores']['leakage_score']:.3f}) "
            f"{'is below' if ok else 'reaches'} --fail-on {fail_on}; {_image_phrase(report)}")
-    return Check("fail-on", "AS201", f"fail-on {fail_on}", ok, msg, () if ok else exposed_layers(report))
+    msg += "" if ok else fix_phrase(report)
+    return Check("fail-on", "AS201", f"fail-on {fail_on}", ok, msg, () if ok else responsible(report))
 
 
 def _unverified(report: dict) -> str:

@@ -1,0 +1,88 @@
+"""The report's ``suggestions`` (``archscan suggest`` / ``scan --suggest``) for every format: one
+headline (the smallest change that works, with its measured effect) and one table of every change
+tried.  Formatters call these; nothing here prints."""
+from __future__ import annotations
+
+COLUMNS = ("change", "verdict", "leakage", "predicted PSNR", "gate", "layer source")
+
+
+def present(report: dict) -> bool:
+    return bool(report.get("suggestions"))
+
+
+def headline(report: dict) -> str:
+    """One sentence: what to change and what it measured, or why nothing was suggested."""
+    s = report["suggestions"]
+    goal = "passes the gate" if s["target"] == "gate" else "improves the verdict"
+    best = next((o for o in s["outcomes"] if o["id"] == s["best"]), None)
+    if best is not None:
+        return f"smallest change that {goal}: {best['change']} -> {effect(s['baseline'], best)}"
+    if not s["outcomes"]:
+        return "nothing to change: " + ("the gate passes" if s["target"] == "gate" else "the verdict is RESISTANT")
+    closest = min((o for o in s["outcomes"] if not o["error"]), key=lambda o: o["leakage_score"], default=None)
+    tail = f"; the closest: {closest['change']} -> {effect(s['baseline'], closest)}" if closest else ""
+    return f"none of the {len(s['outcomes'])} changes tried {goal}{tail}"
+
+
+def effect(base: dict, o: dict) -> str:
+    """'LEAKS -> PARTIAL, leakage 1.000 -> 0.909, predicted PSNR 150.0 -> 23.0 dB' (rescanned)."""
+    return (f"{_arrow(base['verdict'], o['verdict'])}, leakage {base['leakage_score']:.3f} -> {o['leakage_score']:.3f}, "
+            f"predicted PSNR {base['predicted_psnr']:.1f} -> {o['predicted_psnr']:.1f} dB")
+
+
+def _arrow(a: str, b: str) -> str:
+    return a if a == b else f"{a} -> {b}"
+
+
+def footnote(report: dict) -> str:
+    s = report["suggestions"]
+    n = len(s["outcomes"])
+    tried = f"{n} change{'s' * (n != 1)} rescanned in {s['seconds']:.1f} s, same options and seed"
+    return tried + ("" if s["complete"] else "; stopped at the first that works (`archscan suggest` tries them all)")
+
+
+def rows(report: dict) -> list[tuple[str, ...]]:
+    """One row per change tried, in the order tried (smallest first)."""
+    out = []
+    for o in report["suggestions"]["outcomes"]:
+        if o["error"]:
+            out.append((o["change"], "not applicable", "", "", "", o["error"]))
+            continue
+        gate = "" if o["gate_passed"] is None else ("passes" if o["gate_passed"] else "fails")
+        out.append((o["change"], o["verdict"], f"{o['leakage_score']:.3f}", f"{o['predicted_psnr']:.1f} dB", gate,
+                    o.get("source") or ""))
+    return out
+
+
+def text_lines(report: dict) -> list[str]:
+    """The text report's section: the headline, then (when every change was tried) the table."""
+    if not present(report):
+        return []
+    out = ["suggested fix (measured by rescanning the changed model):", "  " + headline(report)]
+    s = report["suggestions"]
+    if s["complete"] and s["outcomes"]:
+        table = [COLUMNS] + rows(report)
+        widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+        out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    return out + ["  " + footnote(report)]
+
+
+def markdown_section(report: dict, cell) -> str:
+    if not present(report):
+        return ""
+    lines = ["### Suggested fix", "", f"**{cell(headline(report))}**", ""]
+    if report["suggestions"]["outcomes"]:
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows(report)]
+        lines.append("")
+    return "\n".join(lines + [f"_{cell(footnote(report))}_"])
+
+
+def html_section(report: dict, escape) -> str:
+    if not present(report):
+        return ""
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows(report))
+    table = f"<table><tr>{head}</tr>{body}</table>" if body else ""
+    return (f"<h2>Suggested fix</h2><p><b>{escape(headline(report))}</b></p>{table}"
+            f"<p class='note'>{escape(footnote(report))}</p>")

@@ -1,0 +1,100 @@
+"""The candidate changes ``archscan suggest`` tries, each a small, named edit of the model or of the
+client's training setting, with a documented size (``cost``) so that "the smallest change" is defined.
+
+Architecture edits work on a deep copy of the built model (the same seeded weights everywhere the
+edit does not reach); ``archscan.suggest.adapt`` then fits the layers downstream of a shape change.
+Setting edits change the scan options only.  Sizes (docs/suggest.md):
+
+    remove a bias ............ 1      ReLU for an invertible activation ... 2
+    BatchNorm in train mode .. 2      batch size x2 / x4 / x8 ............. 2 / 3 / 4
+    stride 2 at a conv ....... 3      2x2 max-pool after a conv ........... 3
+    half the filters of a conv 4
+plus the fraction of the model's parameters the edit removes (a tie-break between layers).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+from torch import nn
+
+# activations the layer chain inverts (so the image stays determined through them); ReLU is not
+INVERTIBLE = (nn.Softplus, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+              nn.Mish, nn.Hardtanh, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.PReLU)
+BATCH_STEPS = {2: 2.0, 4: 3.0, 8: 4.0}
+COST = {"no-bias": 1.0, "activation": 2.0, "bn-train": 2.0, "stride": 3.0, "pool": 3.0, "filters": 4.0}
+
+
+@dataclass(frozen=True)
+class Edit:
+    kind: str                 # no-bias | activation | stride | pool | filters | batch-size | bn-train
+    change: str               # what changes, in words: "fc: remove the bias"
+    cost: float
+    target: str | None = None  # module path (architecture edits); None for a setting
+    layers: tuple = ()         # the report's layer / node names the edit changes
+    source: str | None = None  # file:line of the first of them
+    value: object = None       # the activation type's name, the new batch size ...
+
+    @property
+    def architecture(self) -> bool:
+        return self.kind not in ("batch-size", "bn-train")
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.target or self.value}"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "change": self.change, "cost": round(self.cost, 4),
+                "layers": list(self.layers), "module": self.target, "source": self.source,
+                "architecture": self.architecture}
+
+
+def apply(edit: Edit, module: nn.Module | None, options):
+    """(edited copy of the model, options) for one candidate; the inputs are never modified."""
+    if not edit.architecture:
+        return module, _setting(edit, options)
+    model = copy.deepcopy(module)
+    EDITORS[edit.kind](model, edit)
+    return model, options
+
+
+def _setting(edit: Edit, options):
+    if edit.kind == "batch-size":
+        return replace(options, batch_size=int(edit.value))
+    return replace(options, bn_mode="train")
+
+
+def _no_bias(model: nn.Module, edit: Edit) -> None:
+    model.get_submodule(edit.target).register_parameter("bias", None)
+
+
+def _activation(model: nn.Module, edit: Edit) -> None:
+    for path, sub in list(model.named_modules()):
+        if path and type(sub).__name__ == edit.value:
+            _set(model, path, nn.ReLU())
+
+
+def _stride(model: nn.Module, edit: Edit) -> None:
+    conv = model.get_submodule(edit.target)
+    conv.stride = tuple(2 * s for s in conv.stride)
+
+
+def _pool(model: nn.Module, edit: Edit) -> None:
+    _set(model, edit.target, nn.Sequential(model.get_submodule(edit.target), nn.MaxPool2d(2)))
+
+
+def _filters(model: nn.Module, edit: Edit) -> None:
+    conv = model.get_submodule(edit.target)
+    keep = conv.out_channels // 2
+    conv.weight = nn.Parameter(conv.weight.detach()[:keep].clone())
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(conv.bias.detach()[:keep].clone())
+    conv.out_channels = keep
+
+
+def _set(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, new)
+
+
+EDITORS = {"no-bias": _no_bias, "activation": _activation, "stride": _stride, "pool": _pool, "filters": _filters}
