@@ -54,7 +54,9 @@ def prediction(entry: dict, out: Path, seed: int) -> dict:
         s = rep["scores"]
         return {"verdict": s["verdict"], "chain": s["chain"]["verdict"], "optimisation": s["optimisation"]["verdict"],
                 "optimisation_status": s["optimisation"]["status"], "predicted_psnr": s["predicted_psnr"],
-                "psnr_interval": s["optimisation"].get("psnr_interval"), "seconds": rep["timing"]["total_s"]}
+                "psnr_interval": s["optimisation"].get("psnr_interval"), "seconds": rep["timing"]["total_s"],
+                "symmetry": (s["optimisation"].get("symmetry") or {}).get("ambiguity"),
+                "psnr_unaligned": s["optimisation"].get("psnr_unaligned", s["predicted_psnr"])}
     return cached(out / "scans" / f"{name}.json", run)
 
 
@@ -81,7 +83,8 @@ def row(entry: dict, args) -> dict:
     rep, source = attacks(entry, pred, args)
     r = {"model": name, "set": entry.get("calibration", "-"), "chain": pred["chain"],
          "optimisation": pred["optimisation"] or pred["optimisation_status"], "verdict": pred["verdict"],
-         "predicted": pred["predicted_psnr"], "scan_s": pred["seconds"], "source": source}
+         "predicted": pred["predicted_psnr"], "scan_s": pred["seconds"], "source": source,
+         "symmetry": pred.get("symmetry"), "unaligned": pred.get("psnr_unaligned")}
     if rep is None:
         return {**r, "achieved": None, "prior": None, "attack": None}
     best = rep["best"]

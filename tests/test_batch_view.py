@@ -96,8 +96,11 @@ def test_real_style_resnet_head_is_a_global_pool_and_vgg_is_not():
     assert found == {"resnet8": "avgpool", "vgg_small": None}
 
 
-def test_the_view_names_a_global_pool_head_in_its_notes():
+def test_a_pooled_head_that_cannot_tell_the_image_from_its_mirror_is_predicted_unaligned():
     from archscan.pipeline import scan
     s = scan(f"{ROOT}/examples/paper_zoo.py:cnn_bn_pool", ScanOptions(input_shape=(3, 32, 32), num_classes=10))
-    opt = s.to_dict()["scores"]["optimisation"]
-    assert opt["global_pool"] == "gap" and any("global average pool (gap)" in n for n in opt["notes"])
+    scores = s.to_dict()["scores"]
+    opt = scores["optimisation"]
+    assert opt["global_pool"] == "gap" and opt["symmetry"]["ambiguous"]
+    assert opt["psnr_unaligned"] > scores["predicted_psnr"] and any("mirror image" in n for n in opt["notes"])
+    assert scores["verdict"] != "RESISTANT"          # the cap moves the PSNR, never the verdict

@@ -22,6 +22,7 @@ from archscan.analysis import memory
 from archscan.analysis.prior import prior_images
 from archscan.analysis.scores import psnr_of
 from archscan.analysis.spectrum import GramOperator, Spectrum, lanczos, probe_vectors, worst_of
+from archscan.analysis.symmetry import symmetry
 from archscan.analysis.verdict import ChainView, OptimisationView, Quality
 from archscan.defences import adds_noise, noise_variance, unmodelled
 from archscan.terms import Verdict, ViewStatus
@@ -139,6 +140,7 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
     at_mu = GramOperator(module, np.repeat(mu[None], k * B, 0).reshape(k * B, *shape), labels, dtype=torch.float32,
                          device=device, batch=B, fedavg=fedavg)
     cap = float(options.local_budget) if options.local_budget is not None else config.LOCAL_BUDGET_MAX_S
+    sym = symmetry(module, images, labels, mu, B, device, fedavg)
     runs = []
     for i, op in enumerate((target, at_mu)):
         left = cap * (i + 1) / 2.5 - (time.perf_counter() - start)
@@ -148,7 +150,7 @@ def spectrum_at_prior(module, options, shape, activations: int = 0, macs: int = 
                     batch=1, seed=options.seed, min_steps=2) if left > 0 else None
     energy = float(f"{((prior - mu) ** 2).sum(axis=1).mean():.6g}")
     plan = {"points": k, "planned_steps": steps, "prior_energy": energy, "device": str(device), "dtype": "float32",
-            "time_cap_s": cap, "batch_size": B, "local_steps": E}
+            "time_cap_s": cap, "batch_size": B, "local_steps": E, "symmetry": sym.to_dict()}
     return Spectrum(runs[0], probe, runs[1]), plan
 
 
@@ -169,26 +171,57 @@ def view_of(spec: Spectrum, plan: dict, defences: tuple = (), exact_attacker: bo
              else worst_of([est], [spec.samples.sq_norms], config.LOCAL_FUNCTIONAL))
     frac, n = worst.overall, spec.samples.n
     ms = plan["prior_energy"] * B   # a point's prior energy (B images): both views' PSNRs follow their scores
-    mse = float(frac.estimate * ms / n)
-    quality = Quality(round(1.0 - frac.estimate, 6), mse, round(psnr_of(mse), 3),
-                      _method(exact_attacker),
+    unaligned = (psnr_of(float(frac.estimate * ms / n)), *(psnr_of(float(e * ms / n)) for e in (frac.hi, frac.lo)))
+    misaligned = (plan.get("symmetry") or {}).get("ambiguous", False) and not exact_attacker
+    # an attack that cannot tell the image from its mirror / shift keeps the prior mean's alignment
+    aligned = tuple(min(p, psnr_of(float(ms / n))) for p in unaligned) if misaligned else unaligned
+    mse = float(10.0 ** (-aligned[0] / 10.0)) if misaligned else float(frac.estimate * ms / n)
+    quality = Quality(round(1.0 - frac.estimate, 6), mse, round(aligned[0], 3),
+                      _method(exact_attacker, misaligned),
                       len(worst.sample_index))
-    psnr_lo, psnr_hi = (psnr_of(float(e * ms / n)) for e in (frac.hi, frac.lo))
+    psnr_lo, psnr_hi = aligned[1], aligned[2]
     d = est.directions
     directions = None if d is None else {"estimate": int(round(d.estimate)), "lo": int(round(d.lo)),
                                          "hi": int(round(d.hi)), "of": n}
     return OptimisationView(ViewStatus.RAN, quality=quality,
                             leakage_interval=(round(1 - frac.hi, 6), round(1 - frac.lo, 6)),
                             psnr_interval=(round(psnr_lo, 3), round(psnr_hi, 3)), directions=directions,
-                            details={**_details(est, spec, worst, plan), **_noise_details(spec, noise, defences)})
+                            details=_merged(_details(est, spec, worst, plan), _noise_details(spec, noise, defences),
+                                            _alignment(unaligned, misaligned, plan)))
 
 
-def _method(exact_attacker: bool) -> str:
+def _merged(*parts: dict) -> dict:
+    """Detail dicts in order; their ``notes`` lists are joined."""
+    out: dict = {}
+    for part in parts:
+        notes = out.get("notes", []) + part.get("notes", [])
+        out.update(part)
+        if notes:
+            out["notes"] = notes
+    return out
+
+
+def _method(exact_attacker: bool, misaligned: bool = False) -> str:
     if exact_attacker:
         return ("spectrum of d(gradients)/d(image) at the image: the closed-form chain solves it exactly, so only "
                 "the defence's noise limits the attack (Wiener error per direction)")
-    return (f"spectrum of d(gradients)/d(image) at the image and at the prior mean: "
-            f"{config.LOCAL_FUNCTIONAL} weak energy at tau = {config.LOCAL_TAU} x {config.LOCAL_REFERENCE}")
+    out = (f"spectrum of d(gradients)/d(image) at the image and at the prior mean: "
+           f"{config.LOCAL_FUNCTIONAL} weak energy at tau = {config.LOCAL_TAU} x {config.LOCAL_REFERENCE}")
+    return out + ("; PSNR at the prior mean's: the gradients barely tell the image from its mirror image or "
+                  "shift (analysis/symmetry.py)" if misaligned else "")
+
+
+def _alignment(unaligned: tuple, misaligned: bool, plan: dict) -> dict:
+    """The linearisation's PSNR before the symmetry cap, and a note, when the cap applied."""
+    if not misaligned:
+        return {}
+    sym = plan["symmetry"]
+    note = (f"the gradients of the image's mirror image or 1/8 shift are within {sym['ambiguity']:.2f} of its own "
+            f"(relative to the attack's start; at most {sym['delta']} is indistinguishable): an attack cannot align "
+            f"the image, so the predicted PSNR is the prior mean's ({unaligned[0]:.1f} dB before); the leakage "
+            f"score and the verdict stay the linearisation's")
+    return {"psnr_unaligned": round(unaligned[0], 3),
+            "psnr_unaligned_interval": [round(unaligned[1], 3), round(unaligned[2], 3)], "notes": [note]}
 
 
 def _noise_details(spec: Spectrum, noise, defences: tuple) -> dict:
@@ -215,13 +248,4 @@ def _details(est, spec: Spectrum, worst, plan: dict) -> dict:
             "lambda_max": float(f"{est.lambda_max:.6g}"), "lambda_max_residual": float(f"{est.lambda_max_residual:.3g}"),
             "spread": round(float(worst.fractions.estimate.std()), 4), **plan,
             "cut_by_time_cap": bool(cut), "notes": (["the time cap cut the planned work short: this figure depends on "
-                                                      "the machine's speed"] if cut else []) + _pool_note(plan)}
-
-
-def _pool_note(plan: dict) -> list:
-    """Behind a global average pool the estimate ran 3.5-12 dB above the tuned attacks on every
-    calibration network (docs/scores.md): the safe side, and said."""
-    if not plan.get("global_pool"):
-        return []
-    return [f"the head reads a global average pool ({plan['global_pool']}): on such networks this estimate ran "
-            f"3.5-12 dB above what archscan's tuned attacks reached (the leaking side; docs/scores.md)"]
+                                                      "the machine's speed"] if cut else [])}
