@@ -51,7 +51,7 @@ def test_ctrl_c_in_user_code_is_130_without_a_traceback(models, capsys):
 def test_an_internal_error_is_3_with_the_traceback_saved(monkeypatch, models, capsys):
     def broken(*a, **k):
         raise ZeroDivisionError("a bug of ours")
-    monkeypatch.setattr("archscan.api.scan", broken)
+    monkeypatch.setattr("archscan.pipeline.scan_loaded", broken)   # what `archscan scan` calls after loading
     assert main(["scan", f"{models}:fine", "--input-shape", "3,2,2", "--exit-zero"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error: ZeroDivisionError: a bug of ours" in err[0]

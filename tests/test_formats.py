@@ -36,6 +36,7 @@ STABLE_IDS = {"AS001": "image-determined", "AS002": "layer-leaks-input", "AS003"
 @pytest.fixture(autouse=True)
 def at_root(monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("COLUMNS", raising=False)   # the text goldens are drawn at the default width
     monkeypatch.setattr(api, "scan", cached_scan)
 
 
@@ -252,7 +253,6 @@ class FakeTTY(io.StringIO):
 def test_text_colour_only_on_a_terminal(reports, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm")
-    monkeypatch.setitem(__import__("sys").modules, "rich", None)  # the plain fallback, rich or not
     tty = FakeTTY()
     render(reports["leaks"], "text", tty)
     assert "\033[" in tty.getvalue() and "\033[" not in rendered(reports["leaks"], "text")

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import json
 
+from archscan.formatters import tables
+from archscan.formatters.tables import Column
+
 MODEL_COLUMNS = ("model", "verdict", "leakage score", "COPA index", "predicted PSNR", "worst layer")
+# the text table's: hidden for width COPA index first, then predicted PSNR, then the worst layer
+_MODEL_TEXT = (Column("model", wrap=True), Column("verdict"), Column("leakage score", "right"),
+               Column("COPA index", "right", drop=1), Column("predicted PSNR", "right", drop=2),
+               Column("worst layer", drop=3))
 
 
 def _worst(row: dict) -> str:
@@ -28,25 +35,21 @@ def layer_rows(cmp: dict) -> list[tuple]:
             for r in cmp["layers"] if r["shared"]]
 
 
-def _fixed(rows: list[tuple]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-    return [fmt(rows[0]), "-" * len(fmt(rows[0]))] + [fmt(r) for r in rows[1:]]
-
-
 def render_text(cmp: dict, stream) -> None:
-    out = _fixed([MODEL_COLUMNS] + model_rows(cmp))
+    width = tables.output_width(stream)
+    out = tables.draw(list(_MODEL_TEXT), model_rows(cmp), width)
     labels = [m["label"] for m in cmp["models"]]
     shared = layer_rows(cmp)
     if shared:
         out += ["", "per layer (attack rank/unknowns, deficiency of [W; K], status; * = differs):"]
-        out += _fixed([("layer", "type", *labels)] + shared)
+        columns = [Column("layer", wrap=True), Column("type", drop=1)] + [Column(label) for label in labels]
+        out += tables.draw(columns, shared, width)
     else:
         out += ["", "no layer is shared by every model (same name and type): no per-layer diff"]
     others = [r["name"] for r in cmp["layers"] if not r["shared"]]
     if others:
         out.append(f"not shared: {', '.join(others)}")
-    stream.write("\n".join(out) + "\n")
+    stream.write("\n".join(tables.text_lines(out, False, width)) + "\n")
 
 
 def render_json(cmp: dict, stream) -> None:

@@ -1,18 +1,34 @@
-"""A torchinfo-like table plus a summary; plain text, fixed-width.
+"""The text report: a torchinfo-like layer table (rows nested by module path, kernel, stride and
+parameter counts, a totals row), then the summary, the findings and the gate; drawn with rich.
 
-On a terminal (``stream.isatty()``, ``NO_COLOR`` unset, ``TERM`` not ``dumb``) the table is drawn
-with ``rich`` when it is installed and with ANSI colours otherwise; piped output is plain.
-``quiet`` keeps the verdict line and the gate.
+The table fits the output's width (``tables.output_width``: ``COLUMNS``, else the terminal, else
+120 columns); when narrow it hides columns in ``LAYER_COLUMNS``' ``drop`` order -- rows W/K/P,
+in -> out, attack rows, stride, kernel, params, type, unknowns -- and never the layer, rank,
+deficiency or status, and says so under the table.  Colour (``supports_colour``) is rich's ANSI;
+without it the output has no escape code.  ``quiet`` keeps the verdict line and the gate.
+
+The report is ``SECTIONS`` in order, blank lines between them; each is ``section(report, colour,
+width) -> lines`` (empty: left out), so another section is one more function in the tuple.
 """
 from __future__ import annotations
 
 import os
 
 from archscan.defences import threat_suffix
+from archscan.formatters import tables
+from archscan.formatters.tables import Column
 
-COLUMNS = ("layer", "type", "in -> out", "unknowns", "rows W/K/P", "rank", "defic.", "attack rows", "status")
-STATUS_COLOUR = {"determined": "31", "leak_source": "31", "partial": "33", "blocked": "32",
-                 "LEAKS": "1;31", "PARTIAL": "1;33", "UNVERIFIED": "1;35", "RESISTANT": "1;32", "FAILED": "1;31", "passed": "1;32"}
+LAYER_COLUMNS = (
+    Column("layer", wrap=True), Column("type", drop=7), Column("kernel", drop=5), Column("stride", drop=4),
+    Column("in -> out", drop=2), Column("params", "right", drop=6), Column("unknowns", "right", drop=8),
+    Column("rows W/K/P", "right", drop=1), Column("rank", "right"), Column("defic.", "right"),
+    Column("attack rows", drop=3), Column("status"),
+)
+STATUS_ORDER = ("determined", "leak_source", "partial", "blocked")
+ROW_STYLE = {"determined": "red", "leak_source": "red", "partial": "yellow", "blocked": "green"}
+WORD_STYLE = {"LEAKS": "bold red", "PARTIAL": "bold yellow", "UNVERIFIED": "bold magenta", "RESISTANT": "bold green",
+              "FAILED": "bold red", "FAIL": "bold red", "passed": "bold green"}
+INDENT = "  "   # per level of the module path
 
 
 def _rank(layer: dict) -> str:
@@ -24,27 +40,67 @@ def _shape(s) -> str:
     return "x".join(str(v) for v in s)
 
 
-def _row(l: dict) -> tuple:
+def _pair(v) -> str:
+    """A kernel [3, 3] -> '3x3'; null (not a convolution) -> ''."""
+    return "" if not v else "x".join(str(x) for x in v)
+
+
+def _stride(v) -> str:
+    """[2, 2] -> '2', [1, 2] -> '1x2'."""
+    return _pair(v[:1] if v and len(set(v)) == 1 else v)
+
+
+def _count(n) -> str:
+    return "" if n is None else f"{n:,}"
+
+
+def nested(layers: list[dict]) -> list[tuple[int, str, dict | None]]:
+    """(depth, label, layer or None for a module's group row) in the layers' order: a layer
+    ``layer1.0.conv1`` is ``conv1`` at depth 2 under the group rows ``layer1`` and ``0`` (each opened
+    once for a run of layers inside it; a module left and re-entered is opened again)."""
+    out, open_path = [], []
+    for layer in layers:
+        parts = layer["name"].split(".")
+        common = 0
+        while common < min(len(open_path), len(parts) - 1) and open_path[common] == parts[common]:
+            common += 1
+        out += [(d, parts[d], None) for d in range(common, len(parts) - 1)]
+        out.append((len(parts) - 1, parts[-1], layer))
+        open_path = parts
+    return out
+
+
+def _row(label: str, l: dict) -> tuple:
     rows = l["rows"]
-    return (l["name"], l["type"], f"{_shape(l['in_shape'])} -> {_shape(l['out_shape'])}", str(l["unknowns"]),
+    return (label, l["type"], _pair(l.get("kernel")), _stride(l.get("stride")),
+            f"{_shape(l['in_shape'])} -> {_shape(l['out_shape'])}", _count(l.get("params")), str(l["unknowns"]),
             f"{rows['forward']}/{rows['gradient']}/{rows['padding']}", _rank(l), str(l["deficiency"]),
             f"{l['attack']['rows']} ({l['attack']['rank']})", l["status"])
 
 
+def _totals(layers: list[dict]) -> tuple:
+    """The totals row: the parameters of the layers in the table (the parametric layers: a
+    BatchNorm's affine parameters are not among them), and the layers counted per status."""
+    params = [l["params"] for l in layers if l.get("params") is not None]
+    counts = {s: sum(l["status"] == s for l in layers) for s in STATUS_ORDER}
+    cells = {"layer": "total", "params": _count(sum(params)) if params else "",
+             "status": "\n".join(f"{n} {s}" for s, n in counts.items() if n)}
+    return tuple(cells.get(c.header, "") for c in LAYER_COLUMNS)
+
+
 def rows(report: dict) -> list[tuple]:
-    return [COLUMNS] + [_row(l) for l in report["layers"]]
+    """The table's rows (without the header): group and layer rows, then the totals row."""
+    body = [_row(INDENT * d + label, l) if l else (INDENT * d + label,) + ("",) * (len(LAYER_COLUMNS) - 1)
+            for d, label, l in nested(report["layers"])]
+    return body + [_totals(report["layers"])]
 
 
-def table(report: dict, colour: bool = False) -> list[str]:
+def table(report: dict, colour: bool = False, width: int | None = None) -> list[str]:
+    """The layer table as lines no wider than ``width`` (default: ``tables.output_width()``)."""
     body = rows(report)
-    widths = [max(len(r[i]) for r in body) for i in range(len(COLUMNS))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) if i < 7 else c.ljust(w)
-                              for i, (c, w) in enumerate(zip(r, widths)))
-    line = "-" * len(fmt(body[0]))
-    out = [fmt(r) for r in body[1:]]
-    if colour:
-        out = [_paint(text.rstrip(), r[-1]) for text, r in zip(out, body[1:])]
-    return [fmt(body[0]), line] + out + [line]
+    styles = [("dim" if l is None else ROW_STYLE.get(l["status"])) for _, _, l in nested(report["layers"])]
+    return tables.draw(list(LAYER_COLUMNS), body, width or tables.output_width(), colour, styles + ["bold"],
+                       sections=(len(body) - 2,))
 
 
 def _verdict_line(report: dict) -> str:
@@ -142,24 +198,43 @@ def gate(report: dict) -> list[str]:
     return lines
 
 
-def lines(report: dict, quiet: bool = False, colour: bool = False) -> list[str]:
+def table_section(report: dict, colour: bool, width: int) -> list[str]:
+    return table(report, colour, width)
+
+
+def summary_section(report: dict, colour: bool, width: int) -> list[str]:
+    return prose(summary(report), colour, width)
+
+
+def findings_section(report: dict, colour: bool, width: int) -> list[str]:
+    found = findings(report)
+    return prose(["findings:"] + ["  " + f for f in found], colour, width) if found else []
+
+
+def gate_section(report: dict, colour: bool, width: int) -> list[str]:
+    return prose(gate(report), colour, width)
+
+
+# In order, a blank line between two; a section with nothing to say returns [].
+SECTIONS = (table_section, summary_section, findings_section, gate_section)
+
+
+def lines(report: dict, quiet: bool = False, colour: bool = False, width: int | None = None) -> list[str]:
+    """The text report as lines: the table at ``width``, the prose never wrapped (colour: ANSI)."""
+    width = width or tables.output_width()
     if quiet:
-        out = [f"model      {report['model']['spec']}", _verdict_line(report)] + gate(report)
-    else:
-        out = table(report, colour) + [""] + summary(report)
-        found = findings(report)
-        if found:
-            out += ["", "findings:"] + ["  " + f for f in found]
-        if report.get("gate"):
-            out += [""] + gate(report)
-    return [_paint_words(l) for l in out] if colour else out
+        return prose([f"model      {report['model']['spec']}", _verdict_line(report)] + gate(report), colour, width)
+    out = []
+    for section in SECTIONS:
+        part = section(report, colour, width)
+        if part:
+            out += ([""] if out else []) + part
+    return out
 
 
 def render(report: dict, stream, quiet: bool = False, colour_choice: str = "auto") -> None:
     colour = supports_colour(stream, colour_choice)
-    if colour and not quiet and _rich_render(report, stream):
-        return
-    stream.write("\n".join(lines(report, quiet, colour)) + "\n")
+    stream.write("\n".join(lines(report, quiet, colour, tables.output_width(stream))) + "\n")
 
 
 def supports_colour(stream, choice: str = "auto") -> bool:
@@ -175,34 +250,18 @@ def supports_colour(stream, choice: str = "auto") -> bool:
     return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
 
 
-def _paint(text: str, key: str) -> str:
-    code = STATUS_COLOUR.get(key)
-    return f"\033[{code}m{text}\033[0m" if code else text
-
-
-def _paint_words(line: str) -> str:
-    for word in ("LEAKS", "PARTIAL", "UNVERIFIED", "RESISTANT", "FAILED", "FAIL"):
-        if f" {word} " in f" {line} ":
-            return line.replace(word, _paint(word, "FAILED" if word == "FAIL" else word), 1)
-    return line
-
-
-def _rich_render(report: dict, stream) -> bool:
-    """The table with rich when it is installed (optional); False to fall back to plain text."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        return False
-    console = Console(file=stream, highlight=False)
-    t = Table(title=f"archscan: {report['model']['spec']}", title_justify="left")
-    for i, name in enumerate(COLUMNS):
-        t.add_column(name, justify="right" if 3 <= i < 7 else "left")
-    for r in rows(report)[1:]:
-        style = {"determined": "red", "leak_source": "red", "partial": "yellow", "blocked": "green"}.get(r[-1])
-        t.add_row(*r, style=style)
-    console.print(t)
-    rest = summary(report) + ([""] + ["findings:"] + ["  " + f for f in findings(report)] if report["findings"] or report.get("suppressed") else [])
-    rest += ([""] + gate(report)) if report.get("gate") else []
-    console.print("\n".join(rest), markup=False)
-    return True
+def prose(lines: list[str], colour: bool, width: int) -> list[str]:
+    """Report lines through the table's console, never wrapped; with colour the first verdict word
+    of a line (LEAKS, PARTIAL, ..., FAIL, passed) is coloured."""
+    if not colour:
+        return tables.text_lines(lines, False, width)
+    from rich.text import Text
+    out = []
+    for line in lines:
+        t = Text(line)
+        word = next((w for w in WORD_STYLE if f" {w} " in f" {line} "), None)
+        if word:
+            at = f" {line} ".index(f" {word} ")
+            t.stylize(WORD_STYLE[word], at, at + len(word))
+        out.append(t)
+    return tables.text_lines(out, True, width)

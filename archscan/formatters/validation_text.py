@@ -1,35 +1,46 @@
 """validate's report as plain text: per attack and image (or, tuned, the oracle and the
 objective-selected configuration), the prediction next to the best achieved, the threat model; a
-zoo report as one row per model with Spearman and its interval."""
+zoo report as one row per model with Spearman and its interval.  The tables fit the width of
+standard output (``tables``: hidden columns named under the table, names wrap)."""
 from __future__ import annotations
 
 from archscan.defences import spelled
 from archscan.fedavg import suffix
+from archscan.formatters import tables
+from archscan.formatters.tables import Column
+
+ZOO_COLUMNS = (Column("model", wrap=True), Column("chain", drop=3), Column("optimis.", drop=4), Column("verdict"),
+               Column("pred dB", "right"), Column("best dB", "right"), Column("SSIM", "right", drop=2),
+               Column("err", "right", drop=5), Column("sel dB", "right", drop=1), Column("best attack", drop=6))
+RESULT_COLUMNS = (Column("attack"), Column("image", wrap=True), Column("PSNR dB", "right"), Column("SSIM", "right"),
+                  Column("s/img", "right", drop=1))
+TUNED_COLUMNS = (Column("attack"), Column("configs", "right", drop=2), Column("image"), Column("oracle dB", "right"),
+                 Column("oracle configuration", wrap=True), Column("selected dB", "right"),
+                 Column("selected configuration", wrap=True, drop=1))
 
 
 def render(report: dict) -> str:
+    width = tables.output_width()
     if report.get("kind") == "zoo-validation":
-        lines = [f"{'model':<30} {'chain':<10} {'optimis.':<10} {'verdict':<10} {'pred dB':>8} {'best dB':>8} "
-                 f"{'SSIM':>5} {'err':>6} {'sel dB':>7}  best attack"]
-        for r in report["models"]:
-            lines.append(f"{r['spec'].split('/')[-1]:<30} {str(r.get('chain_verdict')):<10} "
-                         f"{str(r.get('optimisation_verdict')):<10} {str(r['verdict']):<10} "
-                         f"{_f(r['predicted_psnr'], 1):>8} {_f(r['best_psnr'], 1):>8} {_f(r.get('best_ssim'), 2):>5} "
-                         f"{_f(r.get('error_db'), 1):>6} {_f(r.get('selected_psnr'), 1):>7}  {','.join(r['best_attacks'])}")
+        rows = [(r["spec"].split("/")[-1], str(r.get("chain_verdict")), str(r.get("optimisation_verdict")),
+                 str(r["verdict"]), _f(r["predicted_psnr"], 1), _f(r["best_psnr"], 1), _f(r.get("best_ssim"), 2),
+                 _f(r.get("error_db"), 1), _f(r.get("selected_psnr"), 1), ",".join(r["best_attacks"]))
+                for r in report["models"]]
+        lines = tables.draw(list(ZOO_COLUMNS), rows, width)
         lines.append(f"within 4 dB (clipped): {report.get('within_4db')}")
         lines.append(f"Spearman (predicted vs best achieved PSNR, both clipped at the 8-bit ceiling "
                      f"{report['quality_ceiling_db']} dB): {report['spearman']} "
                      f"[95% bootstrap {report.get('spearman_interval')}]  (unclipped: "
                      f"{report['spearman_raw']}; against the objective-selected PSNR: "
                      f"{report.get('spearman_selected')})")
-        return "\n".join(lines) + "\n"
+        return _text(lines, width)
     pred = report["prediction"] or {}
     if report.get("budget"):
-        lines = _render_tuned(report)
+        lines = _render_tuned(report, width)
     else:
-        lines = [f"{'attack':<9} {'image':<22} {'PSNR dB':>8} {'SSIM':>6} {'s/img':>7}"]
-        lines += [f"{r['attack']:<9} {r['image']:<22} {r['psnr']:>8.2f} {r['ssim']:>6.3f} {r['seconds']:>7.3f}"
-                  for r in report["results"]]
+        rows = [(r["attack"], r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['seconds']:.3f}")
+                for r in report["results"]]
+        lines = tables.draw(list(RESULT_COLUMNS), rows, width)
     lines += [f"skipped {a['attack']}: {a['skipped']}" for a in report["attacks"] if a["skipped"]]
     lines.append(f"predicted  {pred.get('verdict')}  leakage score {pred.get('leakage_score')}  "
                  f"predicted PSNR {pred.get('predicted_psnr')} dB" if pred else
@@ -43,22 +54,25 @@ def render(report: dict) -> str:
                      f"closed-form attacks do not apply")
     lines.append(f"           objective-selected PSNR (lowest gradient match, no true image needed) "
                  f"{_f(report.get('selected_psnr'), 2)} dB")
-    return "\n".join(lines) + "\n"
+    return _text(lines, width)
 
 
-def _render_tuned(report: dict) -> list:
+def _text(lines: list[str], width: int) -> str:
+    return "\n".join(tables.text_lines(lines, False, width)) + "\n"
+
+
+def _render_tuned(report: dict, width: int) -> list:
     """Per attack and image: the oracle-best and the objective-selected configuration."""
-    lines = [f"budget {report['budget']}: every configuration's PSNR, SSIM, objective, match and seconds are in "
-             f"--format json",
-             f"{'attack':<8} {'configs':>7} {'image':<20} {'oracle dB':>9}  {'oracle configuration':<34} "
-             f"{'selected dB':>11}  selected configuration"]
+    rows = []
     for a in report["attacks"]:
         if a.get("skipped") or "oracle" not in a:
             continue
         for image, o in a["oracle"].items():
             sel = a["selected"].get(image, {})
-            lines.append(f"{a['attack']:<8} {a['configurations']:>7} {image:<20} {o['psnr']:>9.2f}  "
-                         f"{o['label'][:34]:<34} {_f(sel.get('psnr'), 2):>11}  {sel.get('label', '-')}")
+            rows.append((a["attack"], str(a["configurations"]), image, f"{o['psnr']:.2f}", o["label"],
+                         _f(sel.get("psnr"), 2), sel.get("label", "-")))
+    lines = [f"budget {report['budget']}: every configuration's PSNR, SSIM, objective, match and seconds are in "
+             f"--format json"] + tables.draw(list(TUNED_COLUMNS), rows, width)
     for image, b in report["best"].items():
         sel = report["selected"].get(image, {})
         lines.append(f"best     {image}: oracle {b['psnr']:.2f} dB ({b['attack']} {b.get('label', '')}), "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from archscan.analysis.propagate import exposes_gradient
+from archscan.layers import REGISTRY
 from archscan.report.records import Finding, relpath
 from archscan.terms import Verdict, ViewStatus
 
@@ -25,7 +26,7 @@ def layer_record(system, state, pull_rows: int, conditioning: dict | None = None
     return {
         "name": node.module_path or node.name, "node": node.name, "type": node.op_type,
         "source": relpath(node.source), "in_shape": list(node.in_shapes[0][1:]),
-        "out_shape": list(node.out_shape[1:]), "unknowns": r.unknowns,
+        "out_shape": list(node.out_shape[1:]), **geometry_fields(system), "unknowns": r.unknowns,
         "rows": {"forward": r.rows_forward, "gradient": r.rows_gradient, "padding": r.rows_padding},
         "ranks": {"forward": _bound(r.forward), "gradient": _bound(r.gradient), "stack": _bound(r.stack)},
         "rank": r.stack.value, "rank_exact": r.stack.exact, "deficiency": r.deficiency,
@@ -36,6 +37,15 @@ def layer_record(system, state, pull_rows: int, conditioning: dict | None = None
         "attack": {"rows": rows, "rank": used, "deficiency": r.unknowns - used if used else r.unknowns},
         "status": status, "conditioning": conditioning, "seconds": round(system.seconds, 4),
     }
+
+
+def geometry_fields(system) -> dict:
+    """The layer's size as torchinfo shows it: ``params`` (weights + bias), and for a convolution
+    its ``kernel`` and ``stride`` [h, w] (null for a Linear, whose geometry is a 1x1 conv)."""
+    g, node = system.geometry, system.node
+    conv = REGISTRY[node.kind].family == "conv"
+    params = g.F * (g.C // g.groups) * g.kh * g.kw + (g.F if node.params.get("bias") else 0)
+    return {"params": params, "kernel": [g.kh, g.kw] if conv else None, "stride": [g.sh, g.sw] if conv else None}
 
 
 def _relu(stats) -> dict | None:
