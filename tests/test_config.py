@@ -155,7 +155,7 @@ def test_template_parses_and_documents_every_key():
         if key not in ("output", "quiet"):
             assert f"{key.replace('_', '-')} =" in text, key
     filled = tomllib.loads(template("m.py:f", "3,64,64"))["tool"]["archscan"]
-    assert filled == {"model": "m.py:f", "input-shape": [3, 64, 64], "fail-on": "leaks"}
+    assert filled == {"model": "m.py:f", "input-shape": [3, 64, 64], "fail-on": "leaks", "suggest": "on-fail"}
 
 
 def test_init_appends_once(tmp_path, monkeypatch, capsys):

@@ -149,5 +149,5 @@ def test_an_edit_the_model_cannot_take_is_recorded_not_raised(tmp_path):
     model = load(f"{src}:residual", opts)
     report = scan_loaded(model, opts).to_dict()
     found = suggest(model, report, opts)
-    broken = [o for o in found.outcomes if o.edit.kind in ("filters", "stride")]
+    broken = [o for o in found.outcomes if o.edit.kind in ("stride", "pool")]   # the skip sum no longer adds up
     assert broken and all(o.error and o.verdict is None and not o.works for o in broken)

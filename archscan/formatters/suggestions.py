@@ -54,16 +54,20 @@ def rows(report: dict) -> list[tuple[str, ...]]:
     return out
 
 
-def text_lines(report: dict) -> list[str]:
-    """The text report's section: the headline, then (when every change was tried) the table."""
+def text_lines(report: dict, width: int, colour: bool = False) -> list[str]:
+    """The text report's section: the headline, the table of every change when all were tried
+    (fitted to ``width`` like every text table), the footnote."""
+    from archscan.formatters import tables
     if not present(report):
         return []
     out = ["suggested fix (measured by rescanning the changed model):", "  " + headline(report)]
     s = report["suggestions"]
     if s["complete"] and s["outcomes"]:
-        table = [COLUMNS] + rows(report)
-        widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-        out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+        columns = [tables.Column(COLUMNS[0], wrap=True), tables.Column(COLUMNS[1]),
+                   tables.Column(COLUMNS[2], justify="right", drop=3),
+                   tables.Column(COLUMNS[3], justify="right", drop=2), tables.Column(COLUMNS[4], drop=4),
+                   tables.Column(COLUMNS[5], drop=1)]
+        out += ["  " + line for line in tables.draw(columns, rows(report), max(width - 2, 40), colour)]
     return out + ["  " + footnote(report)]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from archscan.defences import threat_suffix
-from archscan.formatters import tables
+from archscan.formatters import suggestions, tables
 from archscan.formatters.tables import Column
 
 LAYER_COLUMNS = (
@@ -211,19 +211,28 @@ def findings_section(report: dict, colour: bool, width: int) -> list[str]:
     return prose(["findings:"] + ["  " + f for f in found], colour, width) if found else []
 
 
+def suggestion_section(report: dict, colour: bool, width: int) -> list[str]:
+    """``archscan suggest`` / ``scan --suggest``: the smallest change that works, measured."""
+    if not suggestions.present(report):
+        return []
+    head, *rest = suggestions.text_lines(report, width, colour)
+    return prose([head], colour, width) + rest
+
+
 def gate_section(report: dict, colour: bool, width: int) -> list[str]:
     return prose(gate(report), colour, width)
 
 
 # In order, a blank line between two; a section with nothing to say returns [].
-SECTIONS = (table_section, summary_section, findings_section, gate_section)
+SECTIONS = (table_section, summary_section, findings_section, suggestion_section, gate_section)
 
 
 def lines(report: dict, quiet: bool = False, colour: bool = False, width: int | None = None) -> list[str]:
     """The text report as lines: the table at ``width``, the prose never wrapped (colour: ANSI)."""
     width = width or tables.output_width()
     if quiet:
-        return prose([f"model      {report['model']['spec']}", _verdict_line(report)] + gate(report), colour, width)
+        fix = ["suggested  " + suggestions.headline(report)] if suggestions.present(report) else []
+        return prose([f"model      {report['model']['spec']}", _verdict_line(report)] + fix + gate(report), colour, width)
     out = []
     for section in SECTIONS:
         part = section(report, colour, width)

@@ -62,7 +62,8 @@ def _convs(report, module, paths, sources, total) -> list[Edit]:
         out.append(Edit("stride", f"{name}: stride {stride}", COST["stride"], **where))
         out.append(Edit("pool", f"{name}: a 2x2 max-pool after it", COST["pool"], **where))
         if conv.groups == 1 and conv.out_channels >= 2:
-            out.append(Edit("filters", f"{name}: {conv.out_channels // 2} filters instead of {conv.out_channels}",
+            keep = conv.out_channels // 2
+            out.append(Edit("filters", f"{name}: {keep} filter{'s' * (keep > 1)} instead of {conv.out_channels}",
                             COST["filters"] + share / 2, **where))
     return out
 
