@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from archscan.report.catalogue import RULES, rule
+from archscan.report.records import named_sources
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = ("error", "warning", "note")
@@ -76,7 +77,7 @@ def finding_items(report: dict) -> list[dict]:
     out = [{"rule_id": f["rule_id"], "level": f["severity"] if f["severity"] in LEVELS else "warning",
             "message": f["message"], "layer": f.get("layer"), "source": f.get("source"), "related": ()}
            for f in report["findings"]]
-    sources = {l["name"]: l.get("source") for l in report["layers"]}
+    sources = named_sources(report)
     for c in (report.get("gate") or {}).get("checks", []):
         if not c["passed"]:
             first = c["layers"][0] if c["layers"] else None

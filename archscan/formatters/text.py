@@ -17,6 +17,7 @@ import os
 from archscan.defences import threat_suffix
 from archscan.formatters import suggestions, tables
 from archscan.formatters.tables import Column
+from archscan.report.records import named_sources
 
 LAYER_COLUMNS = (
     Column("layer", wrap=True), Column("type", drop=7), Column("kernel", drop=5), Column("stride", drop=4),
@@ -179,7 +180,7 @@ def findings(report: dict) -> list[str]:
 
 
 def layer_sources(report: dict) -> dict:
-    return {l["name"]: l.get("source") for l in report["layers"]}
+    return named_sources(report)
 
 
 def gate(report: dict) -> list[str]:

@@ -154,3 +154,4 @@ def _batch_findings(layers, batch_size: int) -> list:
                                f"separate the samples (largest batch by count: {rec['max_batch']}); scores assume "
                                "batch 1, the attacker-favourable case", rec["name"], rec["source"]))
     return out
+

@@ -69,3 +69,16 @@ def relpath(source: str | None) -> str | None:
     except ValueError:
         return source
     return f"{rel}:{line}" if not rel.startswith("..") else source
+
+
+def named_sources(report: dict) -> dict:
+    """file:line of every name a report may cite: its layers, then its other nodes (activations,
+    pools) by module path and by node name -- the gate blames an activation a suggestion swaps."""
+    out = {}
+    for n in report.get("nodes", ()):
+        if n.get("source"):
+            out.setdefault(n["name"], n["source"])
+            if n.get("module_path"):
+                out.setdefault(n["module_path"], n["source"])
+    out.update({l["name"]: l.get("source") for l in report["layers"] if l.get("source")})
+    return out

@@ -15,4 +15,10 @@ archscan compare examples/paper_zoo.py:cnn6 examples/paper_zoo.py:cnn6_d --input
   -o $S/compare_cnn6_cnn6_d.txt || exit 2
 archscan compare examples/paper_zoo.py:cnn6 examples/paper_zoo.py:cnn6_d --input-shape 3,32,32 \
   --format json -o $S/compare_cnn6_cnn6_d.json || exit 2
+archscan scan examples/paper_zoo.py:cnn_c4 --input-shape 3,32,32 --fail-on leaks --suggest on-fail \
+  --format text:$S/cnn_c4_suggest.txt --format markdown:$S/cnn_c4_suggest.md \
+  --format github:$S/cnn_c4_suggest.github.txt --format html:$S/cnn_c4_suggest.html 2>/dev/null
+[ $? -eq 1 ] || { echo "expected exit 1 (gate failed) for cnn_c4 --fail-on leaks" >&2; exit 2; }
+archscan suggest examples/paper_zoo.py:cnn_c4 --input-shape 3,32,32 --fail-on leaks > $S/cnn_c4_suggest_all.txt \
+  || exit 2
 echo "samples written to $S"
