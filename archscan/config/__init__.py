@@ -18,6 +18,11 @@ LOCAL_FUNCTIONAL = "soft"       # weak energy v' t^2 (A + t)^-2 v (spectrum/esti
 SYMMETRY_DELTA = 0.366    # at or below: the gradients cannot tell the image from its mirror / 1/8 shift (analysis/symmetry.py);
                           # fitted 2026-12-03 on the held-in networks (benchmarks/symmetry_fit.py: the geometric middle of
                           # the interval (0.236, 0.569) that separates them; docs/scores.md)
+# archscan suggest (docs/suggest.md): each edit's size, the batch sizes tried (multiple -> size), and
+# how many conv layers the stride / pool / filter edits are tried at
+SUGGEST_COST = {"no-bias": 1.0, "activation": 2.0, "bn-train": 2.0, "stride": 3.0, "pool": 3.0, "filters": 4.0}
+SUGGEST_BATCH_STEPS = {2: 2.0, 4: 3.0, 8: 4.0}
+SUGGEST_CONVS = 2
 LOCAL_SAMPLES = 8         # prior samples (each its own linearisation point) in the optimisation view
 LOCAL_STEPS = 40          # Lanczos steps per sample at most (soft quadrature converges once steps >~ 1/tau)
 LOCAL_PROBES = 2          # random probes for the count of recoverable directions

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from archscan.suggest.edits import BATCH_STEPS, COST, INVERTIBLE, Edit
-
-CULPRIT_CONVS = 2      # conv layers tried per architecture edit kind (nearest the image first)
+from archscan.layers import REGISTRY
+from archscan.layers.flow import Invertible
+from archscan.config import SUGGEST_BATCH_STEPS as BATCH_STEPS, SUGGEST_CONVS, SUGGEST_COST as COST
+from archscan.suggest.edits import Edit
 
 
 def candidates(report: dict, module: nn.Module | None, options) -> list[Edit]:
@@ -36,11 +37,18 @@ def _biases(report, module, paths, total) -> list[Edit]:
     return out
 
 
+def inverted_by_chain(module: nn.Module) -> bool:
+    """An activation module whose layer family the chain inverts (scan's own vocabulary: Softplus,
+    Sigmoid, Tanh, LeakyReLU, ELU, GELU, SiLU, Hardswish ...; not ReLU, ReLU6, Hardtanh)."""
+    kind = REGISTRY.for_module(module)
+    return kind is not None and isinstance(kind.flow, Invertible)
+
+
 def _activations(report, module) -> list[Edit]:
     """One edit per invertible activation type used as a module: all of them become ReLU."""
     kinds: dict = {}
     for path, sub in module.named_modules():
-        if path and isinstance(sub, INVERTIBLE):
+        if path and inverted_by_chain(sub):
             kinds.setdefault(type(sub).__name__, []).append(path)
     out = []
     for name, paths in kinds.items():
@@ -70,12 +78,12 @@ def _convs(report, module, paths, sources, total) -> list[Edit]:
 
 def _culprit_convs(report, module, paths) -> list[str]:
     """Conv layers to edit: where the chain determines the image first, then those the attack
-    reaches, then the others, nearest the image first; ``CULPRIT_CONVS`` of them."""
+    reaches, then the others, nearest the image first; ``config.SUGGEST_CONVS`` of them."""
     convs = [l["name"] for l in report["layers"]
              if isinstance(_submodule(module, paths.get(l["name"])), nn.Conv2d)]
     via = [report["image"].get("via")] if report["image"].get("via") in convs else []
     reached = [n for n in convs if next(l for l in report["layers"] if l["name"] == n)["attack"]["rank"] > 0]
-    return list(dict.fromkeys(via + reached + convs))[:CULPRIT_CONVS]
+    return list(dict.fromkeys(via + reached + convs))[:SUGGEST_CONVS]
 
 
 def _settings(report, options) -> list[Edit]:

@@ -9,7 +9,8 @@ Setting edits change the scan options only.  Sizes (docs/suggest.md):
     BatchNorm in train mode .. 2      batch size x2 / x4 / x8 ............. 2 / 3 / 4
     stride 2 at a conv ....... 3      2x2 max-pool after a conv ........... 3
     half the filters of a conv 4
-plus the fraction of the model's parameters the edit removes (a tie-break between layers).
+plus the fraction of the model's parameters the edit removes (a tie-break between layers); the sizes
+live in ``config.SUGGEST_COST`` and ``config.SUGGEST_BATCH_STEPS``.
 """
 from __future__ import annotations
 
@@ -18,11 +19,6 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-# activations the layer chain inverts (so the image stays determined through them); ReLU is not
-INVERTIBLE = (nn.Softplus, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-              nn.Mish, nn.Hardtanh, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.PReLU)
-BATCH_STEPS = {2: 2.0, 4: 3.0, 8: 4.0}
-COST = {"no-bias": 1.0, "activation": 2.0, "bn-train": 2.0, "stride": 3.0, "pool": 3.0, "filters": 4.0}
 
 
 @dataclass(frozen=True)
