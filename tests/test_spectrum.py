@@ -469,3 +469,19 @@ def test_smooth_estimates_lie_between_their_bounds(case, steps):
     for b in (est.soft, est.tikhonov):
         assert np.all(b.lo <= b.estimate + 1e-15) and np.all(b.estimate <= b.hi + 1e-15)
         np.testing.assert_allclose(b.estimate, np.sqrt(b.lo * b.hi), rtol=1e-12)
+
+
+def test_the_view_uses_the_idle_cores_and_restores_the_thread_count(monkeypatch):
+    from archscan.analysis import local
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert local.idle_cores() == 1
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert local.idle_cores() == 4
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert local.idle_cores() == 1
+    before = local.torch.get_num_threads()
+    with local.threads("cpu"):
+        assert local.torch.get_num_threads() == 1
+    assert local.torch.get_num_threads() == before
