@@ -5,7 +5,7 @@ from archscan.errors import InputError
 from archscan.pipeline import scan
 from archscan.report.compare import comparison, precheck
 
-__all__ = ["compare", "gate", "scan"]
+__all__ = ["compare", "gate", "scan", "suggest"]
 
 
 def compare(specs: list, options, on_model=None) -> dict:
@@ -28,3 +28,19 @@ def gate(report: dict, fail_under: float | None = None, fail_on: str | None = No
     """Apply a gate policy to a report dict (``scan(...).to_dict()``): a ``report.gate.GateResult``."""
     from archscan.report.gate import Policy, evaluate
     return evaluate(report, Policy(fail_under=fail_under, fail_on=fail_on, baseline=baseline))
+
+
+def suggest(spec: str, options, fail_under: float | None = None, fail_on: str | None = None) -> dict:
+    """Scan ``spec``, then rescan every candidate change (``archscan.suggest``): the report dict with
+    its ``suggestions`` (aimed at the gate when a policy is given, else at a better verdict) and,
+    with a policy, its ``gate``."""
+    from archscan.pipeline import load, scan_loaded
+    from archscan.report.gate import Policy, evaluate
+    from archscan.suggest import suggest as rescan
+    policy = Policy(fail_under=fail_under, fail_on=fail_on)
+    loaded = load(spec, options)
+    report = scan_loaded(loaded, options).to_dict()
+    report["suggestions"] = rescan(loaded, report, options, policy).to_dict()
+    if policy.active:
+        report["gate"] = evaluate(report, policy).to_dict()
+    return report

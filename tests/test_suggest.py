@@ -151,3 +151,13 @@ def test_an_edit_the_model_cannot_take_is_recorded_not_raised(tmp_path):
     found = suggest(model, report, opts)
     broken = [o for o in found.outcomes if o.edit.kind in ("stride", "pool")]   # the skip sum no longer adds up
     assert broken and all(o.error and o.verdict is None and not o.works for o in broken)
+
+
+def test_the_library_verb(tmp_path):
+    from archscan import api
+    src = tmp_path / "models.py"
+    src.write_text(MODEL)
+    report = api.suggest(f"{src}:leaky", ScanOptions(input_shape=SHAPE), fail_on="leaks")
+    s = report["suggestions"]
+    assert s["target"] == "gate" and s["complete"] and s["best"]
+    assert not report["gate"]["passed"] and report["gate"]["responsible_layers"]
