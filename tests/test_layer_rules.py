@@ -59,6 +59,11 @@ CASES = [  # (op, conv2 input channels, side after op, expected image status)
     # chain stops (the nonlinear system may still determine it: --local measures that)
     (nn.Sequential(nn.Tanh(), nn.AvgPool2d(2)), 8, 3, "blocked"),
     (_Cat(), 16, 6, "determined"),
+    # interpolation is a fixed linear map: upsampling reads every value (known output -> known input),
+    # downsampling loses what it does not keep
+    (nn.Upsample(scale_factor=2, mode="nearest"), 8, 12, "determined"),
+    (nn.Upsample(scale_factor=2, mode="bilinear"), 8, 12, "determined"),
+    (nn.Sequential(nn.Tanh(), nn.Upsample(scale_factor=0.5, mode="bilinear")), 8, 3, "blocked"),
     # x + tanh(inner(x)): the skip gives x only once the branch output is known, and the branch needs
     # x for its own sigma': a nonlinear fixed point the linear chain does not solve
     (_Res(), 8, 6, "blocked"),
