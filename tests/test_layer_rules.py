@@ -339,3 +339,33 @@ def test_functional_conv_with_parameter_weights_is_the_module_layer():
     convs = [next(l for l in r["layers"] if l["type"] in ("conv2d", "Conv2d")) for r in reports]
     assert convs[0]["rows"] == convs[1]["rows"] and convs[0]["attack"] == convs[1]["attack"]
     assert reports[0]["scores"]["verdict"] == reports[1]["scores"]["verdict"]
+
+
+class _ReshapeAs(nn.Module):
+    """conv1's output reshaped like a second tensor computed from the image: only the first input's
+    values follow from the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.side = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 36, 3)
+
+    def forward(self, x):
+        y = torch.tanh(self.conv1(x)).flatten(1)
+        like = self.side(x).flatten(1)
+        return self.fc(y.reshape_as(like).type_as(like))
+
+
+def test_reshape_as_and_type_as_pass_values_to_their_first_input_only():
+    from archscan.layers import REGISTRY
+    assert REGISTRY.for_method("reshape_as").kind == REGISTRY.for_method("type_as").kind == "reshape_like"
+    torch.manual_seed(0)
+    rep = scan(model_spec(_ReshapeAs(), "tiny_reshape_as"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0
+    assert {l["name"]: l["status"] for l in rep["layers"]}["conv1"] == "determined"
+    # the flow: the output's value goes to the first input only, never to the tensor lending its shape
+    from types import SimpleNamespace
+    from archscan.layers.flow import FIRST_INPUT, KNOWN, Val
+    node = SimpleNamespace(inputs=("y", "like"), name="out")
+    assert FIRST_INPUT.back(node, Val(KNOWN), None) == [("y", Val(KNOWN))]

@@ -103,6 +103,16 @@ class Bijective(Transparent):
     name, elementwise, linear = "bijective", True, True
 
 
+class FirstInput(Bijective):
+    """A bijection of its first input that reads the others only for their shape or dtype
+    (``x.reshape_as(y)``, ``x.type_as(y)``): values pass to the first input alone."""
+
+    name = "first_input"
+
+    def back(self, node, out, ctx):
+        return [(node.inputs[0], out)] if out.level != UNKNOWN and node.inputs else []
+
+
 class Dropout(Bijective):
     """Identity at eval; at train its random mask is assumed known to the attacker (conservative)."""
 
@@ -222,6 +232,7 @@ class Unsupported(Transparent):
 
 
 INVERTIBLE, AMBIGUOUS, RELU, BIJECTIVE, DROPOUT = Invertible(), Ambiguous(), Relu(), Bijective(), Dropout()
+FIRST_INPUT = FirstInput()
 POOL, ADD, CAT, PARAMETRIC, IGNORE = Pool(), Add(), Cat(), Parametric(), Ignore()
 PRODUCT = Product()
 OUTPUT, INPUT, CONSTANT, UNSUPPORTED = Output(), Input(), Constant(), Unsupported()

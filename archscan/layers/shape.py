@@ -5,16 +5,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from archscan.layers.base import LayerKind
-from archscan.layers.flow import BIJECTIVE, DROPOUT, IGNORE
+from archscan.layers.flow import BIJECTIVE, DROPOUT, FIRST_INPUT, IGNORE
 
 KINDS = (
     LayerKind("reshape", "shape", BIJECTIVE, modules=(nn.Flatten, nn.Unflatten, nn.Identity),
               functions=(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze),
               methods=("view", "reshape", "flatten", "unflatten", "contiguous", "squeeze", "unsqueeze", "clone",
-                       "float", "double", "to", "type_as"),
+                       "float", "double", "to"),
               aten=("aten.view", "aten.reshape", "aten.flatten", "aten.clone", "aten._unsafe_view",
                     "aten.squeeze", "aten.unsqueeze", "aten.alias", "aten.contiguous", "aten.expand",
                     "aten.detach", "aten.dropout"), attack=("reshape", ())),
+    # x.reshape_as(y), x.view_as(y), x.type_as(y): x relabelled; y lends only its shape or dtype, so
+    # nothing about y's values follows from the output
+    LayerKind("reshape_like", "shape", FIRST_INPUT, methods=("reshape_as", "view_as", "type_as"),
+              attack=("reshape", ())),
     LayerKind("permute", "shape", BIJECTIVE, functions=(torch.permute, torch.transpose, torch.t),
               methods=("permute", "transpose", "t"), aten=("aten.permute", "aten.transpose", "aten.t"),
               attack_why="a permutation of the entries: the closed-form attacks take reshapes only"),
