@@ -25,7 +25,7 @@ FULL = ["resnet18", "resnet50", "vgg11", "alexnet", "squeezenet1_0", "googlenet"
 PARTIAL = {
     "shufflenet_v2_x1_0": (SIZE, {"getitem", ".chunk()"}),
     "vit_b_16": (224, {"getitem", "MultiheadAttention", ".expand()"}),
-    "timm:levit_128s": (224, {"getitem", ".reshape_as()", "matmul", ".split()", ".softmax()", "mul", "truediv"}),
+    "timm:levit_128s": (224, {"getitem", "matmul", ".split()", ".softmax()", "mul", "truediv"}),
 }
 
 
