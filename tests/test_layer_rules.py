@@ -369,3 +369,27 @@ def test_reshape_as_and_type_as_pass_values_to_their_first_input_only():
     from archscan.layers.flow import FIRST_INPUT, KNOWN, Val
     node = SimpleNamespace(inputs=("y", "like"), name="out")
     assert FIRST_INPUT.back(node, Val(KNOWN), None) == [("y", Val(KNOWN))]
+
+
+class _Token(nn.Module):
+    """A learned class token expanded over the batch and concatenated before the head (ViT-style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.token = nn.Parameter(torch.randn(1, 8))
+        self.fc = nn.Linear(8 * 37, 3)
+
+    def forward(self, x):
+        y = torch.tanh(self.conv1(x)).flatten(2).transpose(1, 2)          # (N, 36, 8)
+        t = self.token.expand(x.shape[0], -1).unsqueeze(1)                # (N, 1, 8)
+        return self.fc(torch.cat([t, y], 1).flatten(1))
+
+
+def test_an_expanded_class_token_is_handled_and_the_image_still_leaks():
+    from archscan.layers import REGISTRY
+    assert REGISTRY.for_method("expand").kind == REGISTRY.for_method("expand_as").kind == "expand"
+    torch.manual_seed(0)
+    rep = scan(model_spec(_Token(), "tiny_token"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0
+    assert rep["image"]["status"] == "determined"

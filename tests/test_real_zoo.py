@@ -24,7 +24,7 @@ FULL = ["resnet18", "resnet50", "vgg11", "alexnet", "squeezenet1_0", "googlenet"
 # family -> (input size it accepts, the op types still unsupported; the issue on real zoos tracks them)
 PARTIAL = {
     "shufflenet_v2_x1_0": (SIZE, {"getitem", ".chunk()"}),
-    "vit_b_16": (224, {"getitem", "MultiheadAttention", ".expand()"}),
+    "vit_b_16": (224, {"getitem", "MultiheadAttention"}),
     "timm:levit_128s": (224, {"getitem", "matmul", ".split()", ".softmax()", "mul", "truediv"}),
 }
 

@@ -19,6 +19,10 @@ KINDS = (
     # nothing about y's values follows from the output
     LayerKind("reshape_like", "shape", FIRST_INPUT, methods=("reshape_as", "view_as", "type_as"),
               attack=("reshape", ())),
+    # x.expand(...), x.expand_as(y): x repeated along broadcast dimensions (a class token per
+    # sample): every value of x appears in the output, so a known output gives x; y lends its shape
+    LayerKind("expand", "shape", FIRST_INPUT, methods=("expand", "expand_as"),
+              attack_why="a broadcast copy: the closed-form attacks take reshapes only"),
     LayerKind("permute", "shape", BIJECTIVE, functions=(torch.permute, torch.transpose, torch.t),
               methods=("permute", "transpose", "t"), aten=("aten.permute", "aten.transpose", "aten.t"),
               attack_why="a permutation of the entries: the closed-form attacks take reshapes only"),
