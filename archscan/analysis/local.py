@@ -188,7 +188,7 @@ def view_of(spec: Spectrum, plan: dict, defences: tuple = (), exact_attacker: bo
     misaligned = (plan.get("symmetry") or {}).get("ambiguous", False) and not exact_attacker
     # an attack that cannot tell the image from its mirror / shift keeps the prior mean's alignment
     aligned = tuple(min(p, psnr_of(float(ms / n))) for p in unaligned) if misaligned else unaligned
-    mse = float(10.0 ** (-aligned[0] / 10.0)) if misaligned else float(frac.estimate * ms / n)
+    mse = float((1.0 if misaligned else frac.estimate) * ms / n)
     quality = Quality(round(1.0 - frac.estimate, 6), mse, round(aligned[0], 3),
                       _method(exact_attacker, misaligned),
                       len(worst.sample_index))
