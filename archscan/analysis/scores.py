@@ -124,12 +124,23 @@ def chain_view(g, systems: dict, state, shape, seed: int) -> ChainView:
     name = next(n for n in nx.topological_sort(g) if g.nodes[n]["layer"].kind == "input")
     img = state.val.get(name, Val())
     via = systems.get(state.via.get(name))
-    rank, rows = state.layer_rank.get(via.node.name, (0, "-")) if via else (None, "-")
-    quality = predicted_quality(img, via, rows, tuple(shape), seed, rank)
+    rows = state.layer_rank.get(via.node.name, (0, "-"))[1] if via else "-"
+    quality = predicted_quality(img, via, rows, tuple(shape), seed, rows_rank(via, rows))
     status = "determined" if img.level == KNOWN else ("blocked" if img.level == UNKNOWN else "partial")
     deficiency = {"determined": 0, "blocked": g.nodes[name]["layer"].out_size}.get(status, img.d)
     return ChainView(quality, status, deficiency, img.masked, (via.node.module_path or via.node.name) if via else None,
                      None if img.level == KNOWN else stopped_at(g, state))
+
+
+def rows_rank(system, rows: str) -> int | None:
+    """The exact rank of the rows ``null_basis`` builds (all of W and/or K at random values), or
+    None when the rank engine has only bounds for it.  Not the attacker's usable rank: partial
+    knowledge of the layer's output is accounted for separately (``null_energy``'s isotropic share)."""
+    if system is None:
+        return None
+    r = system.ranks
+    bound = r.stack if ("W" in rows and "K" in rows) else r.forward if "W" in rows else r.gradient if "K" in rows else None
+    return bound.value if bound is not None and bound.exact else None
 
 
 def stopped_at(g, state) -> str | None:

@@ -1,15 +1,50 @@
 """The one torch.fx trace of a module, for scan (``trace.py``) and the closed-form attacks alike.
 
 :func:`trace` records the module's ``forward`` with ``torch.fx`` (stack traces kept, so scan can
-name the user's source line); :func:`propagate` runs ``ShapeProp`` on a probe so every node carries
+name the user's source line); :func:`propagate` runs a probe through it so every node carries
 its ``tensor_meta``; :func:`traced` does both.  Nothing is memoised: a trace reads the module as it
 is now (its train/eval flags, its submodules), and every caller here traces a module of its own.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import TensorMetadata
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+class _Tracer(fx.Tracer):
+    """``fx.Tracer`` that records each node's stack trace itself.  torch's own recording
+    (``record_stack_traces``) symbolises through its profiler and filters with
+    ``torch.fx.experimental.symbolic_shapes``, which import dynamo and inductor: about a second
+    per process on torch 2.13, for the file and line that ``trace.source_of`` reads."""
+
+    def create_node(self, *args, **kwargs):
+        node = super().create_node(*args, **kwargs)
+        if not node.stack_trace:
+            node.stack_trace = _user_stack(sys._getframe(1))
+        return node
+
+
+def _user_stack(frame) -> str | None:
+    """The frames from the outermost ``forward`` on, torch's own files left out, formatted as
+    ``traceback`` does (``File "...", line N, in name``); None outside any forward."""
+    frames = []
+    while frame is not None:
+        frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    frames.reverse()
+    first = next((i for i, (_, _, name) in enumerate(frames) if name == "forward"), None)
+    if first is None:
+        return None
+    keep = [f'  File "{file}", line {line}, in {name}' for file, line, name in frames[first:]
+            if not file.startswith(_TORCH_DIR)]
+    return "\n".join(keep) or None
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -18,15 +53,48 @@ def trace(model: nn.Module) -> fx.GraphModule:
     Raises whatever torch.fx raises for a forward it cannot trace (data-dependent control flow,
     unsupported Python); callers turn that into their own message.
     """
-    tracer = fx.Tracer()
-    tracer.record_stack_traces = True
+    tracer = _Tracer()
     graph = tracer.trace(model)
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
+_FORMATS = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
+
+
+def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
+    """``ShapeProp``'s record of a dense tensor, its memory format read with the tensor's own
+    ``is_contiguous`` (torch's helper for it imports sympy to allow symbolic shapes)."""
+    fmt = next((f for f in _FORMATS if t.dim() == {torch.channels_last: 4, torch.channels_last_3d: 5}.get(f, t.dim())
+                and t.is_contiguous(memory_format=f)), None) if t.layout == torch.strided else None
+    stride = t.stride() if t.layout == torch.strided else ()
+    return TensorMetadata(t.shape, t.dtype, t.requires_grad, stride, fmt, False, {})
+
+
+class _Shapes(fx.Interpreter):
+    """What ``ShapeProp`` records (``meta["tensor_meta"]`` and ``meta["type"]`` of every node) on
+    real tensors only: ``ShapeProp.run_node`` imports ``symbolic_shapes`` (sympy) for fake-tensor
+    support archscan does not use."""
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        tensors = []
+
+        def meta_of(obj):
+            if isinstance(obj, torch.Tensor):
+                tensors.append(obj)
+                return _tensor_meta(obj)
+            return obj
+
+        meta = map_aggregate(result, meta_of)
+        if tensors:
+            n.meta["tensor_meta"] = meta
+        n.meta["type"] = type(result)
+        return result
+
+
 def propagate(gm: fx.GraphModule, probe: torch.Tensor) -> fx.GraphModule:
     """Run ``gm`` on ``probe`` so every node's ``meta["tensor_meta"]`` holds its shape (and dtype)."""
-    ShapeProp(gm).propagate(probe)
+    _Shapes(gm).run(probe)
     return gm
 
 

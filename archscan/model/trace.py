@@ -1,4 +1,4 @@
-"""torch.fx first (stack traces recorded, shapes by ShapeProp); torch.export as the fallback and for
+"""torch.fx first (stack traces recorded, shapes propagated on a probe); torch.export as the fallback and for
 .pt2 programs.  Output: LayerNode records -- the last step that touches torch modules."""
 from __future__ import annotations
 
