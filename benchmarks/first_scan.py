@@ -5,8 +5,9 @@ the same run (a ratio, never a timed test).
 Usage:  python benchmarks/first_scan.py [--model examples/paper_zoo.py:cnn6_d] [--repeats 3]
 
 Each command runs in a fresh process (best of ``--repeats``, numba's cache warm: the first call of
-this script warms it): the torch import alone, ``archscan scan --local off`` (trace, exact ranks,
-the chain and its prediction) and the default scan (adding the optimisation-attack view).  Prints
+this script warms it, and the prior images' cache, archscan.analysis.prior): the torch import
+alone, ``archscan scan --local off`` (trace, exact ranks, the chain and its prediction), the same
+with an empty prior cache, and the default scan (adding the optimisation-attack view).  Prints
 seconds and the ratio to the torch import, and the report's own stage timings for the default scan.
 """
 from __future__ import annotations
@@ -16,15 +17,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def best_of(cmd: list, repeats: int, env: dict) -> float:
+def best_of(cmd: list, repeats: int, env: dict, cold_prior: bool = False) -> float:
     times = []
     for _ in range(repeats):
+        if cold_prior:   # a cache directory of its own, empty: the prior photos decoded and resized
+            env = {**env, "ARCHSCAN_CACHE_DIR": tempfile.mkdtemp(prefix="archscan-cold-")}
         start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, env=env, check=False, capture_output=True)
         times.append(time.perf_counter() - start)
@@ -44,6 +48,7 @@ def main() -> int:
     base = best_of([sys.executable, "-c", "import torch"], args.repeats, env)
     rows = [("python -c 'import torch'", base)]
     rows.append(("archscan scan --local off", best_of(scan + ["--local", "off", "--quiet"], args.repeats, env)))
+    rows.append(("  the same, prior not cached", best_of(scan + ["--local", "off", "--quiet"], args.repeats, env, True)))
     rows.append(("archscan scan (default)", best_of(scan + ["--quiet"], args.repeats, env)))
     print(f"model {args.model} at {args.input_shape}; best of {args.repeats} fresh processes")
     for name, seconds in rows:
