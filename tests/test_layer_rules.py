@@ -393,3 +393,108 @@ def test_an_expanded_class_token_is_handled_and_the_image_still_leaks():
     rep = scan(model_spec(_Token(), "tiny_token"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
     assert rep["coverage"]["unsupported"] == 0
     assert rep["image"]["status"] == "determined"
+
+
+class _Select(nn.Module):
+    """conv1's output (8 channels of 3x3 on a 6x6 image: 72 values about 36 pixels) read through a
+    selection before conv2 (``keep`` channels)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.conv1 = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        keep = {"slice1": 1, "halves": 8, "half": 4, "narrow": 4, "unbind_all": 8, "select0": 1}[how]
+        self.conv2 = nn.Conv2d(keep, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 9, 3)
+
+    def forward(self, x):
+        y = torch.tanh(self.conv1(x))
+        if self.how == "slice1":
+            y = y[:, :1]
+        elif self.how == "halves":
+            u, v = y.chunk(2, dim=1)
+            y = torch.cat([v, u], 1)
+        elif self.how == "half":
+            y, _ = torch.split(y, 4, dim=1)
+        elif self.how == "narrow":
+            y = y.narrow(1, 2, 4)
+        elif self.how == "unbind_all":
+            y = torch.cat([p.unsqueeze(1) for p in y.unbind(1)], 1)
+        elif self.how == "select0":
+            y = y.select(1, 0).unsqueeze(1)
+        return self.fc(torch.flatten(torch.tanh(self.conv2(y)), 1))
+
+
+@pytest.mark.parametrize("how, conv1_input", [
+    # one channel of eight reaches conv2: conv1's output known on 9 of 72 entries, 9 W rows about
+    # 36 pixels (and sigma' unknown where nothing reads): partial, never counted as all eight
+    ("slice1", "partial"), ("select0", "partial"),
+    # both halves of a chunk, or every piece of an unbind: together they are the whole tensor
+    ("halves", "determined"), ("unbind_all", "determined"),
+    # half of the channels: 36 of conv1's 72 W rows about 36 pixels (generically invertible), the
+    # unread half's gradient zero: determined
+    ("half", "determined"), ("narrow", "determined"),
+])
+def test_a_selection_determines_only_what_it_reads(how, conv1_input):
+    torch.manual_seed(0)
+    rep = scan(model_spec(_Select(how), f"tiny_select_{how}"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0
+    status = {l["name"]: l for l in rep["layers"]}
+    assert status["conv2"]["status"] == "determined"
+    if conv1_input == "determined":
+        assert rep["image"]["status"] == "determined"
+    else:
+        assert rep["image"]["status"] == "partial" and rep["image"]["deficiency"] == 36 - 9
+
+
+def test_pieces_combine_exactly_when_disjoint_and_in_the_attackers_favour_when_not():
+    import numpy as np
+    from archscan.layers.flow import KNOWN, PARTIAL, UNKNOWN, Val, combine_parts
+    a, b = np.arange(0, 6), np.arange(6, 10)
+    assert combine_parts(12, [(a, Val(KNOWN)), (b, Val(KNOWN))]) == Val(PARTIAL, 2, aligned=True)   # 2 unread
+    assert combine_parts(10, [(a, Val(KNOWN)), (b, Val(PARTIAL, 1))]) == Val(PARTIAL, 1, aligned=False)
+    assert combine_parts(10, [(a, Val(KNOWN)), (b, Val(KNOWN))]) == Val(KNOWN)
+    assert combine_parts(10, [(a, Val(UNKNOWN)), (b, Val(UNKNOWN))]) == Val()
+    # overlapping pieces: each one's deficiency assumed resolved by the others (attacker-favourable)
+    assert combine_parts(12, [(a, Val(PARTIAL, 3)), (np.arange(4, 10), Val(KNOWN))]) == Val(PARTIAL, 2, aligned=True)
+
+
+def test_selection_spellings_share_one_family_and_shape_indexing_is_ignored():
+    import operator
+    from archscan.layers import REGISTRY
+    assert REGISTRY.for_function(operator.getitem).family == "select"
+    assert {REGISTRY.for_method(m).kind for m in ("chunk", "split", "unbind", "narrow", "select")} == \
+        {"chunk", "split", "unbind", "narrow", "select"}
+    assert REGISTRY.for_aten("aten.slice.Tensor").kind == "slice"
+    assert REGISTRY.for_aten("aten.split_with_sizes.default").kind == "split"
+
+    class _ShapeIndex(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 36, 3)
+
+        def forward(self, x):
+            y = self.conv1(x)
+            half = y.shape[1] // 2          # getitem on a Size: shape arithmetic, not a selection
+            return self.fc(torch.cat([y[:, :half], y[:, half:]], 1).flatten(1))
+
+    torch.manual_seed(0)
+    rep = scan(model_spec(_ShapeIndex(), "tiny_shape_index"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0 and rep["image"]["status"] == "determined"
+    kinds = {n["kind"] for n in rep["nodes"]}
+    assert "shape_arithmetic" in kinds and "getitem" in kinds
+
+
+@pytest.mark.parametrize("how", ["slice1", "halves", "half", "unbind_all"])
+def test_a_selection_in_a_pt2_program_reads_as_its_fx_trace(how, tmp_path):
+    """The export path spells selections ``aten.slice``/``aten.split_with_sizes`` + ``getitem``:
+    the same family, the same image status and deficiency as the fx trace."""
+    torch.manual_seed(0)
+    net = _Select(how).eval()
+    fx_rep = scan(model_spec(net, f"tiny_select_pt2_{how}"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    path = tmp_path / f"{how}.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(1, 1, 6, 6),)), str(path))
+    ex_rep = scan(str(path), ScanOptions(local="off")).to_dict()
+    assert ex_rep["model"]["trace_method"] == "export" and ex_rep["coverage"]["unsupported"] == 0
+    assert (ex_rep["image"]["status"], ex_rep["image"]["deficiency"]) == (fx_rep["image"]["status"], fx_rep["image"]["deficiency"])

@@ -48,6 +48,12 @@ class _Context:
     def size(self, name: str) -> int:
         return self.g.nodes[name]["layer"].out_size
 
+    def layer(self, name: str):
+        return self.g.nodes[name]["layer"]
+
+    def consumers(self, name: str) -> list:
+        return [self.g.nodes[c]["layer"] for c in self.g.successors(name)]
+
     def parametric_input(self, node) -> Val:
         sys = self.systems[node.name]
         rank, rows = usable_rank(sys, self.val(node.name), self.st.grad.get(node.name, False))
@@ -135,8 +141,10 @@ def _reader(system: LayerSystem, rank: int, rows: str) -> Reader:
 
 def _grad_known(g, n, st) -> bool:
     """Gradient of tensor n is known when every consumer's contribution can be formed."""
-    consumers = [g.nodes[c]["layer"] for c in g.successors(n)]
-    consumers = [c for c in consumers if c.flow.contributes_gradient]
+    readers = [g.nodes[c]["layer"] for c in g.successors(n)]
+    consumers = [c for c in readers if c.flow.contributes_gradient]
+    if not readers and g.nodes[n]["layer"].flow.name == "part":
+        return True   # a piece nothing reads (``u, _ = x.chunk(2)``): its gradient is zero
     return bool(consumers) and all(_contribution(c, n, st) for c in consumers)
 
 
@@ -151,16 +159,21 @@ def _contribution(layer, toward: str, st) -> bool:
 
 
 def usable_rank(sys: LayerSystem, out: Val, grad: bool) -> tuple[int, str]:
-    """Rank of the rows the attacker can form: K needs g, W needs z (all of it, or active part)."""
+    """Rank of the rows the attacker can form: K needs g, W needs z (all of it, or active part).
+
+    Output unknown along d generic directions, W's rank drops by d; unknown on d whole entries
+    (``Val.aligned``: a selection read only the rest), d of W's rows are missing, so the rank is at
+    most min(rank W, rows - d) -- the generic rank of the remaining rows, the attacker's figure."""
     r = sys.ranks
     fwd = out.level >= PARTIAL
     if fwd and out.masked and sys.relu is not None:
         stack = int(sys.relu.expected_rank_hi) if grad else min(r.forward.value, int(sys.relu.active_fraction * r.rows_forward))
         return stack, "W(active)+K" if grad else "W(active)"
+    forward = min(r.forward.value, max(0, r.rows_forward - out.d)) if out.aligned else max(0, r.forward.value - out.d)
     if fwd and grad:
-        return min(r.stack.value, r.gradient.value + max(0, r.forward.value - out.d)), "W+K"
+        return min(r.stack.value, r.gradient.value + forward), "W+K"
     if grad:
         return r.gradient.value, "K"
     if fwd:
-        return max(0, r.forward.value - out.d), "W"
+        return forward, "W"
     return 0, "-"

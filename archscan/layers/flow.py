@@ -23,9 +23,10 @@ class Val:
     level: int = UNKNOWN
     d: int = 0                 # deficiency when PARTIAL
     masked: bool = False       # known only where a ReLU is active
+    aligned: bool = False      # the d unknown directions are whole entries (a selection left them out)
 
     def key(self):
-        return (self.level, -self.d, not self.masked)
+        return (self.level, -self.d, not self.masked, self.aligned)
 
 
 class Context(Protocol):
@@ -36,6 +37,10 @@ class Context(Protocol):
     def val(self, name: str) -> Val: ...
 
     def size(self, name: str) -> int: ...
+
+    def layer(self, name: str): ...
+
+    def consumers(self, name: str) -> list: ...
 
     def parametric_input(self, node) -> Val: ...
 
@@ -93,7 +98,7 @@ class Relu(Flow):
     def back(self, node, out, ctx):
         if out.level == UNKNOWN or not node.inputs:
             return []
-        return [(node.inputs[0], Val(out.level, out.d, masked=out.level == KNOWN or out.masked))]
+        return [(node.inputs[0], Val(out.level, out.d, masked=out.level == KNOWN or out.masked, aligned=out.aligned))]
 
 
 class Bijective(Transparent):
@@ -185,7 +190,74 @@ class Cat(Flow):
     def back(self, node, out, ctx):
         if out.level == UNKNOWN:
             return []
-        return [(p, Val(out.level, min(out.d, ctx.size(p)))) for p in node.inputs]
+        return [(p, Val(out.level, min(out.d, ctx.size(p)), aligned=out.aligned)) for p in node.inputs]
+
+
+class Part(Flow):
+    """A selection: the output is some entries of the input (``x[:, :8]``, ``narrow``, ``select``)
+    or one piece of a split (``chunk``, ``split``, ``unbind``).  What the attacker learns of the
+    input combines every selection read from it: an entry no selection reads stays unknown, each
+    piece brings its own deficiency.  The family records the flat entries of the input (batch 1)
+    a node reads, ``params["entries"]``, and the input's size, ``params["universe"]``; a tuple
+    item of an op that is not a split carries no entries and passes its value to the tuple.
+
+    Disjoint pieces add up exactly: d = uncovered + sum of the pieces' deficiencies.  Overlapping
+    ones are combined in the attacker's favour (each piece's deficiency assumed resolved by the
+    others): d = entries no known or partly known piece reads.  Unknown entries are *aligned*
+    unknowns (``Val.aligned``): a layer above knows all its rows but those entries' own, which
+    ``usable_rank`` counts as rows rather than as lost directions."""
+
+    name, linear = "part", True
+
+    def back(self, node, out, ctx):
+        if not node.inputs or out.level == UNKNOWN:
+            return []
+        src = node.inputs[0]
+        universe = part_of(node, ctx)[1]
+        if universe is None:
+            return [(src, out)]
+        parts = [(part_of(c, ctx)[0], ctx.val(c.name)) for c in ctx.consumers(src)
+                 if c.flow is self and c.inputs and c.inputs[0] == src and part_of(c, ctx)[1] == universe]
+        combined = combine_parts(universe, parts)
+        return [(src, combined)] if combined.level != UNKNOWN else []
+
+
+def part_of(node, ctx) -> tuple:
+    """(entries, universe) a selection reads of its input; (None, None) for an item of a tuple
+    that is not a split."""
+    if node.params.get("entries") is not None:
+        return node.params["entries"], node.params["universe"]
+    source = ctx.layer(node.inputs[0]).params if "item" in node.params else {}
+    pieces = source.get("pieces")
+    if pieces is None or not isinstance(node.params["item"], int) or not -len(pieces) <= node.params["item"] < len(pieces):
+        return None, None
+    return pieces[node.params["item"]], source["universe"]
+
+
+def combine_parts(universe: int, parts: list) -> Val:
+    """What the parts' values (``(entries, Val)`` each) tell about a tensor of ``universe`` entries."""
+    import numpy as np   # here: flow.py is imported by every family and needs numpy nowhere else
+    seen = [(np.asarray(e), v) for e, v in parts if v.level != UNKNOWN]
+    if not seen:
+        return Val()
+    read = np.concatenate([e for e, _ in seen])
+    covered = np.unique(read).size
+    disjoint = covered == read.size and covered == sum(e.size for e, _ in seen)
+    partial = [v for _, v in seen if v.level == PARTIAL]
+    d = universe - covered + (sum(v.d for v in partial) if disjoint else 0)
+    masked = any(v.masked for _, v in seen)
+    if d >= universe:
+        return Val()
+    if d == 0 and all(v.level == KNOWN for _, v in seen):
+        return Val(KNOWN, masked=masked)
+    return Val(PARTIAL, d, masked, aligned=all(v.aligned for v in partial) if disjoint else True)
+
+
+class Pieces(Transparent):
+    """A split into pieces (``chunk``, ``split``, ``unbind``): the tuple of pieces is the input
+    relabelled; what its items (``Part``) learn reaches the input through it."""
+
+    name, linear = "pieces", True
 
 
 class Parametric(Flow):
@@ -235,4 +307,5 @@ INVERTIBLE, AMBIGUOUS, RELU, BIJECTIVE, DROPOUT = Invertible(), Ambiguous(), Rel
 FIRST_INPUT = FirstInput()
 POOL, ADD, CAT, PARAMETRIC, IGNORE = Pool(), Add(), Cat(), Parametric(), Ignore()
 PRODUCT = Product()
+PART, PIECES = Part(), Pieces()
 OUTPUT, INPUT, CONSTANT, UNSUPPORTED = Output(), Input(), Constant(), Unsupported()

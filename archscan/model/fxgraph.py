@@ -58,6 +58,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
+_INDEX_MAX = 1 << 22   # entries of an integer buffer kept as an index value
+
 _FORMATS = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
 
 
@@ -88,8 +90,17 @@ class _Shapes(fx.Interpreter):
         meta = map_aggregate(result, meta_of)
         if tensors:
             n.meta["tensor_meta"] = meta
+        elif _is_shape_value(result):
+            n.meta["value"] = result     # shape arithmetic's number, for the families that index with it
+        if n.op == "get_attr" and isinstance(result, torch.Tensor) and not result.is_floating_point() \
+                and result.numel() <= _INDEX_MAX:
+            n.meta["value"] = result.detach().clone()   # an index buffer (LeViT's attention-bias indices)
         n.meta["type"] = type(result)
         return result
+
+
+def _is_shape_value(v) -> bool:
+    return isinstance(v, (int, bool)) or (isinstance(v, (tuple, list, torch.Size)) and all(isinstance(i, int) for i in v))
 
 
 def propagate(gm: fx.GraphModule, probe: torch.Tensor) -> fx.GraphModule:

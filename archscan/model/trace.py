@@ -162,7 +162,7 @@ def _module_path(n) -> str:
 
 
 def _classify(n, rule, op_type, path, module) -> LayerNode:
-    if rule is None and _no_tensor_out(n):
+    if (rule is None or rule.family == "select") and _no_tensor_out(n):   # x.shape[1], a shape assert
         return _record(n, "shape_arithmetic", IGNORE, op_type, path, None, outcome="ignored",
                        reason="shape arithmetic or a shape assertion: no tensor reaches the attack")
     if rule is None:
@@ -212,7 +212,10 @@ def _export_nodes(program) -> list:
             out.append(_record(n, "input", INPUT, "input", "", None))
         elif n.op == "output":
             out.append(_record(n, "output", OUTPUT, "output", "", None, outcome="ignored", reason="output marker"))
-        else:
+        elif isinstance(n.target, torch._ops.OpOverload):
             name = str(n.target)
             out.append(_classify(n, REGISTRY.for_aten(name), name, _module_path(n), None))
+        else:   # a Python callable in the program (operator.getitem on a split's pieces)
+            out.append(_classify(n, REGISTRY.for_function(n.target), getattr(n.target, "__name__", str(n.target)),
+                                 _module_path(n), None))
     return out
