@@ -52,6 +52,9 @@ CASES = [  # (op, conv2 input channels, side after op, expected image status)
     (nn.Hardsigmoid(), 8, 6, "determined"),  # ReLU6-like: sigma' from where the output saturates
     (nn.Hardswish(), 8, 6, "determined"),    # two pre-images: assumed resolved (conservative)
     (nn.Dropout(0.5), 8, 6, "determined"),
+    (nn.ZeroPad2d(1), 8, 8, "determined"),        # every input value appears in the output
+    (nn.ReflectionPad2d(1), 8, 8, "determined"),
+    (nn.ChannelShuffle(2), 8, 6, "determined"),   # a permutation of the channels
     (nn.BatchNorm2d(8), 8, 6, "determined"),  # eval: a known affine map
     (nn.AvgPool2d(2), 8, 3, "determined"),    # linear: the gradient passes, conv1's K rows suffice
     # pooled after tanh: the pool's input is known only up to 216 of 288 directions, so sigma' (and
@@ -161,7 +164,8 @@ class _Bilinear(nn.Module):
 
 def test_a_product_of_activations_is_not_a_linear_layer():
     rep = scan(model_spec(_Bilinear()), ScanOptions(input_shape=(1, 2, 2), local="off")).to_dict()
-    assert [l["type"] for l in rep["layers"]] == ["Linear"] and rep["coverage"]["unsupported"] == 2
+    assert [l["type"] for l in rep["layers"]] == ["Linear"] and rep["coverage"]["unsupported"] == 0
+    assert sum(n["kind"] == "product_matmul" for n in rep["nodes"]) == 2   # the attention family's product
 
 
 def test_padding_same_is_the_equivalent_integer_padding():
@@ -498,3 +502,124 @@ def test_a_selection_in_a_pt2_program_reads_as_its_fx_trace(how, tmp_path):
     ex_rep = scan(str(path), ScanOptions(local="off")).to_dict()
     assert ex_rep["model"]["trace_method"] == "export" and ex_rep["coverage"]["unsupported"] == 0
     assert (ex_rep["image"]["status"], ex_rep["image"]["deficiency"]) == (fx_rep["image"]["status"], fx_rep["image"]["deficiency"])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_multihead_attention_traced_through_equals_the_module(batch_first, need_weights):
+    from archscan.model.fxgraph import trace
+
+    class _Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+
+        def forward(self, x):
+            y, w = self.attn(x, x, x, need_weights=need_weights)
+            return y if w is None else y + w.sum()
+
+    torch.manual_seed(0)
+    block = _Block().eval()
+    x = torch.randn(2, 5, 8) if batch_first else torch.randn(5, 2, 8)
+    gm = trace(block)
+    assert torch.allclose(gm(x), block(x), atol=1e-6)
+    assert not any(n.op == "call_module" and n.target == "attn" for n in gm.graph.nodes)   # not one opaque call
+
+
+class _TinyAttention(nn.Module):
+    """Patches of a 6x6 image as 9 tokens of width 8, one attention (``how``), a residual and a head."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.patch = nn.Conv2d(1, 8, 2, stride=2)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(9 * 8, 3)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        if self.how == "mha":
+            a = self.attn(t, t, t, need_weights=False)[0]
+        else:
+            q, k, v = nn.functional.linear(t, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
+            if self.how == "sdpa":
+                a = nn.functional.scaled_dot_product_attention(q, k, v)
+            else:
+                a = torch.softmax(q @ k.transpose(-2, -1) / 8 ** 0.5, dim=-1) @ v
+            a = self.attn.out_proj(a)
+        return self.fc((t + a).flatten(1))
+
+
+@pytest.mark.parametrize("how", ["mha", "sdpa", "matmul"])
+def test_attention_is_handled_and_its_projections_are_parametric_layers(how):
+    torch.manual_seed(0)
+    rep = scan(model_spec(_TinyAttention(how), f"tiny_attention_{how}"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0
+    names = [l["name"] for l in rep["layers"]]
+    assert len(names) == len(set(names)) == 4          # patch, in-projection, out_proj, fc: distinct names
+    assert any("out_proj" in n for n in names)
+    if how == "mha":   # the in-projection's gradient rows are the layer's, not a constant's: named after the module
+        assert names[1] == "attn" and rep["layers"][1]["unknowns"] == 9 * 8
+    assert rep["scores"]["verdict"] != "RESISTANT"
+
+
+def _ctx(vals: dict, sizes: dict, consumers=None):
+    from types import SimpleNamespace
+    from archscan.layers.flow import Val
+    return SimpleNamespace(val=lambda n: vals.get(n, Val()), size=lambda n: sizes[n],
+                           consumers=lambda n: (consumers or {}).get(n, []), layer=lambda n: None)
+
+
+def test_softmax_loses_one_direction_per_row_and_needs_its_output_for_the_gradient():
+    from types import SimpleNamespace
+    from archscan.layers.flow import KNOWN, PARTIAL, SOFTMAX, Val
+    node = SimpleNamespace(name="s", inputs=("x",), in_shapes=((1, 2, 4, 6),), params={"dim": -1})
+    assert SOFTMAX.back(node, Val(KNOWN), _ctx({}, {"x": 48})) == [("x", Val(PARTIAL, 8))]   # 2*4 rows
+    assert SOFTMAX.gradient_needs(node, "x") == ("s",)
+
+
+def test_a_product_of_activations_gives_a_factor_from_the_other_while_it_has_full_rank():
+    from types import SimpleNamespace
+    from archscan.layers.flow import KNOWN, MATMUL, PARTIAL, Val
+    # scores = q @ k^T: q (1, 9, 4), k^T (1, 4, 9): p = 4 <= n = 9 and <= m = 9, both ways exact
+    node = SimpleNamespace(name="c", inputs=("q", "kT"), in_shapes=((1, 9, 4), (1, 4, 9)), params={})
+    ctx = _ctx({"kT": Val(KNOWN)}, {"q": 36, "kT": 36})
+    assert MATMUL.back(node, Val(KNOWN), ctx) == [("q", Val(KNOWN))]
+    assert MATMUL.back(node, Val(KNOWN), _ctx({}, {"q": 36, "kT": 36})) == []       # neither factor known
+    # attn @ v: attn (1, 9, 9), v (1, 9, 4); v from attn when attn is known (p = 9 <= m = 9); attn
+    # from v loses 9 - 4 directions per row (p = 9 > n = 4)
+    node = SimpleNamespace(name="o", inputs=("attn", "v"), in_shapes=((1, 9, 9), (1, 9, 4)), params={})
+    both = _ctx({"attn": Val(KNOWN), "v": Val(KNOWN)}, {"attn": 81, "v": 36})
+    assert dict(MATMUL.back(node, Val(KNOWN), both)) == {"attn": Val(PARTIAL, 45), "v": Val(KNOWN)}
+    assert MATMUL.gradient_needs(node, "v") == ("attn",)
+
+
+def test_attention_gives_v_once_q_and_k_are_known():
+    from types import SimpleNamespace
+    from archscan.layers.flow import ATTENTION, KNOWN, Val
+    node = SimpleNamespace(name="o", inputs=("q", "k", "v"), in_shapes=((1, 2, 9, 4),) * 3, params={})
+    sizes = {"q": 72, "k": 72, "v": 72}
+    assert ATTENTION.back(node, Val(KNOWN), _ctx({"q": Val(KNOWN)}, sizes)) == []
+    assert ATTENTION.back(node, Val(KNOWN), _ctx({"q": Val(KNOWN), "k": Val(KNOWN)}, sizes)) == [("v", Val(KNOWN))]
+    assert ATTENTION.gradient_needs(node, "v") == ("q", "k") and ATTENTION.gradient_needs(node, "q") == ("q", "k", "v")
+
+
+class _RollPad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.fc = nn.Linear(8 * 6 * 6, 3)
+
+    def forward(self, x):
+        y = torch.roll(torch.tanh(self.conv1(x)), shifts=(1, 2), dims=(2, 3))   # a shifted window (Swin)
+        y = nn.functional.pad(y, (1, 1, 1, 1))
+        return self.fc(torch.flatten(self.conv2(y), 1))
+
+
+def test_roll_and_functional_pad_pass_values_and_gradients():
+    torch.manual_seed(0)
+    rep = scan(model_spec(_RollPad(), "tiny_roll_pad"), ScanOptions(input_shape=(1, 6, 6), local="off")).to_dict()
+    assert rep["coverage"]["unsupported"] == 0
+    assert {n["kind"] for n in rep["nodes"]} >= {"permute", "pad"}
+    assert rep["image"]["status"] == "determined"

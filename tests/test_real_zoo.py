@@ -20,11 +20,12 @@ from archscan.pipeline import scan  # noqa: E402
 SIZE = int(os.environ.get("ARCHSCAN_ZOO_SIZE", "64"))   # native 224 in benchmarks/zoo_coverage.py
 FULL = ["resnet18", "resnet50", "vgg11", "alexnet", "squeezenet1_0", "googlenet", "mobilenet_v2",
         "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "convnext_tiny", "densenet121",
-        "shufflenet_v2_x1_0", "timm:resnet18", "timm:efficientnet_b0", "timm:convnext_atto"]
+        "shufflenet_v2_x1_0", "timm:resnet18", "timm:efficientnet_b0", "timm:convnext_atto",
+        # transformers at the sizes their position embeddings fix
+        "vit_b_16@224", "timm:deit_tiny_patch16_224@224", "timm:levit_128s@224", "timm:mobilevit_xxs@256"]
 # family -> (input size it accepts, the op types still unsupported; the issue on real zoos tracks them)
 PARTIAL = {
-    "vit_b_16": (224, {"MultiheadAttention"}),
-    "timm:levit_128s": (224, {"matmul", ".softmax()"}),
+    "swin_t": (224, {"shifted_window_attention", "_get_relative_position_bias", "_patch_merging_pad"}),
 }
 
 
@@ -51,7 +52,8 @@ def _unsupported(report: dict) -> set:
 
 @pytest.mark.parametrize("name", FULL)
 def test_family_scans_with_every_op_handled(name):
-    report = _scan(name)
+    name, _, size = name.partition("@")
+    report = _scan(name, size=int(size or SIZE))
     assert _unsupported(report) == set(), f"{name}: unsupported {sorted(_unsupported(report))}"
     assert report["scores"]["verdict"] != "RESISTANT"          # --local off: never safe on the chain alone
     assert report["model"]["parametric_layers"] > 0

@@ -3,10 +3,10 @@
 A family file holds its ``KINDS``: how each kind of op is matched in a traced graph, its parameters,
 its flow of knowledge (``flow.py``) and, for parametric kinds, the geometry of its system.
 """
-from archscan.layers import activation, conv, hard, linear, merge, norm, pool, resample, select, shape
+from archscan.layers import activation, attention, conv, hard, linear, merge, norm, pool, resample, select, shape
 from archscan.layers.base import LayerKind, Registry
 
-FAMILIES = (linear, conv, activation, hard, norm, pool, resample, shape, select, merge)
+FAMILIES = (linear, conv, activation, hard, norm, pool, resample, shape, select, merge, attention)
 
 REGISTRY = Registry()
 for _family in FAMILIES:

@@ -36,6 +36,9 @@ class LayerKind:
     # functions and module classes of packages archscan does not import (torchvision, timm), by
     # their qualified name "package.module.name"
     named: tuple = ()
+    # the kind that classifies the op when this kind's ``params`` refuses it (one spelling, two
+    # meanings: ``a @ W`` with W a parameter is a Linear, ``q @ k`` of two activations is not)
+    otherwise: str = ""
 
     def __post_init__(self):
         if not isinstance(self.flow, Flow):

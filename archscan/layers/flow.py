@@ -260,6 +260,80 @@ class Pieces(Transparent):
     name, linear = "pieces", True
 
 
+def _given(p: str, out: Val, lost: int, ctx: Context) -> tuple[str, Val]:
+    """Input ``p`` known as well as the output, up to ``lost`` more directions."""
+    n = ctx.size(p)
+    d = min(n, out.d + max(lost, 0))
+    return (p, out if d == 0 else Val(PARTIAL if d < n else UNKNOWN, d))
+
+
+class MatMul(Flow):
+    """c = a @ b of two activations (attention scores q @ k^T, attention times values): a = c b^+
+    once b is known, exact while b has full row rank (p <= n, generic); b = a^+ c once a is known,
+    while p <= m; past those ranks the shortfall is lost.  Each factor's gradient needs the other
+    (da = dc b^T, db = a^T dc)."""
+
+    name = "matmul"
+
+    def back(self, node, out, ctx):
+        if out.level == UNKNOWN or len(node.inputs) != 2 or len(node.in_shapes) != 2:
+            return []
+        (a, b), (sa, sb) = node.inputs, node.in_shapes
+        if not sa or not sb or len(sa) < 2 or len(sb) < 2:
+            return []
+        m, p, n = sa[-2], sa[-1], sb[-1]
+        found = []
+        if ctx.val(b).level == KNOWN:      # every row of a loses p - n directions when p > n
+            found.append(_given(a, out, ctx.size(a) // p * max(p - n, 0), ctx))
+        if ctx.val(a).level == KNOWN:      # every column of b loses p - m
+            found.append(_given(b, out, ctx.size(b) // p * max(p - m, 0), ctx))
+        return [f for f in found if f[1].level != UNKNOWN]
+
+    def gradient_needs(self, node, toward):
+        return tuple(q for q in node.inputs if q != toward) or (node.name,)
+
+
+class Softmax(Flow):
+    """y = softmax(x) along a dimension: x = log y + c per row, so one direction per row is lost
+    (the shift softmax cannot see); its derivative diag(y) - y y^T is read off the output."""
+
+    name, value_for_gradient = "softmax", True
+
+    def back(self, node, out, ctx):
+        if not node.inputs or not node.in_shapes or not node.in_shapes[0]:
+            return []
+        shape = node.in_shapes[0]
+        dim = node.params.get("dim", -1) % len(shape)
+        rows = ctx.size(node.inputs[0]) // shape[dim] if shape[dim] else 0
+        return lose(node, out, rows, ctx)
+
+
+class Attention(Flow):
+    """o = softmax(q k^T / sqrt(d) + mask) v (``scaled_dot_product_attention``): once q and k are
+    known the attention matrix A is, and v = A^+ o (A is L x S with positive entries, full column
+    rank while S <= L, generic).  Nothing about q or k follows from o alone.  v's gradient A^T do
+    needs q and k; q's and k's need all three."""
+
+    name = "attention"
+
+    def back(self, node, out, ctx):
+        if out.level == UNKNOWN or len(node.inputs) < 3:
+            return []
+        q, k, v = node.inputs[:3]
+        if not (ctx.val(q).level == KNOWN and ctx.val(k).level == KNOWN):
+            return []
+        L, S = node.in_shapes[0][-2], node.in_shapes[1][-2]
+        lost = (S - L) * ctx.size(v) // S if S > L else 0
+        found = _given(v, out, lost, ctx)
+        return [found] if found[1].level != UNKNOWN else []
+
+    def gradient_needs(self, node, toward):
+        if len(node.inputs) < 3:          # one tensor as q, k and v: its own value and the output's
+            return tuple(node.inputs) + (node.name,)
+        q, k, v = node.inputs[:3]
+        return (q, k) if toward == v else (q, k, v)
+
+
 class Parametric(Flow):
     """Linear / Conv2d: the layer's own system of forward and gradient rows about its input."""
 
@@ -308,4 +382,5 @@ FIRST_INPUT = FirstInput()
 POOL, ADD, CAT, PARAMETRIC, IGNORE = Pool(), Add(), Cat(), Parametric(), Ignore()
 PRODUCT = Product()
 PART, PIECES = Part(), Pieces()
+MATMUL, SOFTMAX, ATTENTION = MatMul(), Softmax(), Attention()
 OUTPUT, INPUT, CONSTANT, UNSUPPORTED = Output(), Input(), Constant(), Unsupported()

@@ -95,5 +95,6 @@ KINDS = (
               aten=("aten.mm", "aten.matmul", "aten.addmm"), params=_matmul, geometry=geometry,
               leak_source=leak_source, gradient_layout=gradient_layout,
               attack_why="a hand-written Linear: the closed-form attacks need an nn.Linear module",
-              why="gradient rows determine the input once g is known; a bias exposes g directly"),
+              why="gradient rows determine the input once g is known; a bias exposes g directly",
+              otherwise="product_matmul"),
 )

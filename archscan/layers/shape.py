@@ -1,4 +1,4 @@
-"""Reshapes, identity and dropout: bijections of the values (dropout at eval is the identity; at
+"""Reshapes, permutations (roll, channel shuffle), padding, identity and dropout: bijections of the values (dropout at eval is the identity; at
 train its random mask is assumed known to the attacker, the conservative choice)."""
 import torch
 from torch import nn
@@ -23,9 +23,20 @@ KINDS = (
     # sample): every value of x appears in the output, so a known output gives x; y lends its shape
     LayerKind("expand", "shape", FIRST_INPUT, methods=("expand", "expand_as"),
               attack_why="a broadcast copy: the closed-form attacks take reshapes only"),
-    LayerKind("permute", "shape", BIJECTIVE, functions=(torch.permute, torch.transpose, torch.t),
-              methods=("permute", "transpose", "t"), aten=("aten.permute", "aten.transpose", "aten.t"),
+    LayerKind("permute", "shape", BIJECTIVE, functions=(torch.permute, torch.transpose, torch.t, torch.roll,
+                                                        F.channel_shuffle),
+              modules=(nn.ChannelShuffle,), methods=("permute", "transpose", "t", "roll"),
+              aten=("aten.permute", "aten.transpose", "aten.t", "aten.roll", "aten.channel_shuffle"),
               attack_why="a permutation of the entries: the closed-form attacks take reshapes only"),
+    # F.pad / nn.*Pad2d: every input value appears in the output (constant, reflect, replicate or
+    # circular padding alike), so a known output gives the input; the gradient is a crop
+    LayerKind("pad", "shape", FIRST_INPUT, functions=(F.pad, torch.constant_pad_nd),
+              modules=tuple(getattr(nn, m) for m in ("ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
+                                                     "CircularPad2d", "ConstantPad1d", "ReflectionPad1d",
+                                                     "ReplicationPad1d") if hasattr(nn, m)),
+              aten=("aten.pad", "aten.constant_pad_nd", "aten.reflection_pad2d", "aten.replication_pad2d",
+                    "aten.reflection_pad1d", "aten.replication_pad1d"),
+              attack_why="padding: the closed-form attacks take reshapes only"),
     LayerKind("dropout", "shape", DROPOUT, modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout),
               functions=(F.dropout,), attack=("identity", ())),
     # stochastic depth / drop path: identity at eval, a random per-sample scaling at train (the mask

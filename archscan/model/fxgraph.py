@@ -12,6 +12,7 @@ import sys
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import TensorMetadata
 
@@ -24,11 +25,59 @@ class _Tracer(fx.Tracer):
     ``torch.fx.experimental.symbolic_shapes``, which import dynamo and inductor: about a second
     per process on torch 2.13, for the file and line that ``trace.source_of`` reads."""
 
+    def call_module(self, m, forward, args, kwargs):
+        if isinstance(m, nn.MultiheadAttention) and _plain_attention(m, args, kwargs):
+            path = self.path_of_module(m)
+            self.module_stack[path] = (path, type(m))   # its nodes are named after the module
+            try:
+                return _attention_through(m, *args, **kwargs)
+            finally:
+                self.module_stack.popitem(last=True)
+        return super().call_module(m, forward, args, kwargs)
+
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
         if not node.stack_trace:
             node.stack_trace = _user_stack(sys._getframe(1))
         return node
+
+
+def _plain_attention(m: nn.MultiheadAttention, args, kwargs) -> bool:
+    """The case :func:`_attention_through` spells out: one projection matrix, no masks, no extra
+    key/value biases, eval-mode dropout (anything else stays one opaque module call)."""
+    names = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
+    given = dict(zip(names, args[3:]), **kwargs)
+    return (m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn and len(args) >= 3
+            and (m.dropout == 0.0 or not m.training) and given.get("key_padding_mask") is None
+            and given.get("attn_mask") is None and not given.get("is_causal", False))
+
+
+def _attention_through(m: nn.MultiheadAttention, query, key, value, key_padding_mask=None, need_weights=True,
+                       attn_mask=None, average_attn_weights=True, is_causal=False):
+    """``nn.MultiheadAttention.forward`` in traceable ops, so that its projections appear as the
+    Linears they are (applied at every token) and the batch stays the first dimension:
+    in-projection, heads, scaled dot-product attention, out-projection.  Equal to the module's
+    output (tests/test_layer_rules.py checks it); the attention weights when asked for."""
+    same = query is key and key is value
+    if not m.batch_first:                        # (L, N, E) -> (N, L, E)
+        query = query.transpose(0, 1)
+        key, value = (query, query) if same else (key.transpose(0, 1), value.transpose(0, 1))
+    w, b = m.in_proj_weight, m.in_proj_bias
+    if same:
+        q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
+    else:
+        (wq, wk, wv), (bq, bk, bv) = w.chunk(3), (b.chunk(3) if b is not None else (None,) * 3)
+        q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+    heads = (m.num_heads, m.head_dim)
+    q, k, v = (t.unflatten(-1, heads).transpose(1, 2) for t in (q, k, v))   # (N, H, L, d)
+    if need_weights:
+        weights = torch.softmax(q @ k.transpose(-2, -1) / m.head_dim ** 0.5, dim=-1)
+        o = weights @ v
+        weights = weights.mean(1) if average_attn_weights else weights
+    else:
+        o, weights = F.scaled_dot_product_attention(q, k, v), None
+    out = m.out_proj(o.transpose(1, 2).flatten(2))   # the module itself: a Linear call, named after it
+    return (out if m.batch_first else out.transpose(0, 1)), weights
 
 
 def _user_stack(frame) -> str | None:

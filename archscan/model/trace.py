@@ -171,6 +171,8 @@ def _classify(n, rule, op_type, path, module) -> LayerNode:
     try:
         params = rule.extract(module, n.args, n.kwargs)
     except Exception as e:  # a rule that cannot read its parameters is a gap, not a crash
+        if rule.otherwise:
+            return _classify(n, dataclasses.replace(REGISTRY[rule.otherwise], otherwise=""), op_type, path, module)
         return _record(n, "unsupported", UNSUPPORTED, op_type, path, None, outcome="unsupported",
                        reason=f"{rule.kind}: {e}")
     params.update(_weight_shapes(n, rule))
