@@ -559,7 +559,8 @@ def test_attention_is_handled_and_its_projections_are_parametric_layers(how):
     assert len(names) == len(set(names)) == 4          # patch, in-projection, out_proj, fc: distinct names
     assert any("out_proj" in n for n in names)
     if how == "mha":   # the in-projection's gradient rows are the layer's, not a constant's: named after the module
-        assert names[1] == "attn" and rep["layers"][1]["unknowns"] == 9 * 8
+        assert names[1] == "attn.in_proj" and rep["layers"][1]["unknowns"] == 9 * 8
+        assert [l["type"] for l in rep["layers"][1:3]] == ["Linear", "Linear"]
     assert rep["scores"]["verdict"] != "RESISTANT"
 
 

@@ -68,6 +68,31 @@ def test_family_with_known_gaps_names_them_in_the_verdict(name):
     assert "no layer family handles" in report["scores"]["verdict_note"]
 
 
+KEYS = ("name", "type", "in_shape", "out_shape", "unknowns", "rank", "deficiency", "rows", "status", "attack")
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_the_pt2_of_a_family_scans_as_its_fx_trace(name, tmp_path):
+    """``torch.export.save`` of the same model, scanned from the file: the same per-layer table
+    (names, types, shapes, ranks, rows, statuses) and the same chain verdict as the fx trace."""
+    import warnings
+
+    import torch
+    name, _, size = name.partition("@")
+    size = int(size or SIZE)
+    fx = _scan(name, size=size)
+    model = sys.modules["archscan_zoo_test_models"].model
+    path = tmp_path / "model.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(model, (torch.randn(1, 3, size, size),)), str(path))
+    ex = scan(str(path), ScanOptions(local="off")).to_dict()
+    assert ex["coverage"]["unsupported"] == 0
+    table = lambda rep: [{k: layer.get(k) for k in KEYS} for layer in rep["layers"]]   # noqa: E731
+    assert table(ex) == table(fx)
+    assert (ex["image"], ex["scores"]["verdict"]) == (fx["image"], fx["scores"]["verdict"])
+
+
 def test_resnet18_default_scan_is_not_resistant():
     """The headline case of the real-verdicts issue: a random-weight ResNet-18 with the default
     (optimisation view on): never RESISTANT, with a predicted PSNR and its interval."""

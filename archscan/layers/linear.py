@@ -30,7 +30,7 @@ def geometry(node) -> ConvGeometry:
     """A Linear seen as a 1x1 conv over its positions (every leading dimension but the batch)."""
     shape, p = node.in_shapes[0], node.params
     n_in = p.get("in_features") or shape[-1]
-    positions = prod(shape[1:-1]) if len(shape) > 2 else 1
+    positions = max(prod(shape[:-1]) // node.batch, 1)   # the batch wherever it sits, or merged into one
     return linear_geometry(n_in, p["out_features"], positions)
 
 

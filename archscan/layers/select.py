@@ -72,6 +72,19 @@ def _entries(select):
     return params
 
 
+def _aten_index(module, args, kwargs):
+    """``aten.index(x, [None, idx])`` (advanced indexing): the entries when the index tensors are
+    numbers of the trace; a gather from a learned tensor by an index buffer the program does not
+    carry (LeViT's attention biases in a .pt2) reads a constant, whose entries do not matter."""
+    from archscan.layers.linear import _is_parameter
+    try:
+        return _entries(lambda ids, indices: ids[tuple(indices)])(module, args, kwargs)
+    except ValueError:
+        if _is_parameter(args[0]):
+            return {}
+        raise
+
+
 def _pieces(split):
     """params of a split replayed on entry numbers: the entries of every piece."""
     def params(module, args, kwargs):
@@ -86,6 +99,7 @@ KINDS = (
     LayerKind("getitem", "select", PART, functions=(operator.getitem,), methods=("__getitem__",),
               params=_entries(_getitem), attack_why=_WHY),
     LayerKind("slice", "select", PART, aten=("aten.slice",), params=_entries(_aten_slice), attack_why=_WHY),
+    LayerKind("index", "select", PART, aten=("aten.index",), params=_aten_index, attack_why=_WHY),
     LayerKind("narrow", "select", PART, functions=(torch.narrow,), methods=("narrow",), aten=("aten.narrow",),
               params=_entries(torch.narrow), attack_why=_WHY),
     LayerKind("select", "select", PART, functions=(torch.select,), methods=("select",), aten=("aten.select",),

@@ -7,6 +7,18 @@ from torch.nn import functional as F
 from archscan.layers.base import LayerKind
 from archscan.layers.flow import BIJECTIVE, DROPOUT, FIRST_INPUT, IGNORE
 
+def _pad(m, args, kwargs) -> dict:
+    """The amounts (left, right, top, bottom, ...) and the mode of a padding."""
+    if m is not None:
+        amounts = m.padding if isinstance(m.padding, (tuple, list)) else (m.padding,) * 4
+        mode = {"Reflection": "reflect", "Replication": "replicate", "Circular": "circular"}.get(
+            next((k for k in ("Reflection", "Replication", "Circular") if type(m).__name__.startswith(k)), ""), "constant")
+        return {"pad": tuple(int(a) for a in amounts), "mode": mode}
+    amounts = args[1] if len(args) > 1 else kwargs.get("pad", ())
+    mode = args[2] if len(args) > 2 and isinstance(args[2], str) else kwargs.get("mode", "constant")
+    return {"pad": tuple(int(a) for a in amounts) if all(isinstance(a, int) for a in amounts) else None, "mode": mode}
+
+
 KINDS = (
     LayerKind("reshape", "shape", BIJECTIVE, modules=(nn.Flatten, nn.Unflatten, nn.Identity),
               functions=(torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze),
@@ -14,10 +26,11 @@ KINDS = (
                        "float", "double", "to"),
               aten=("aten.view", "aten.reshape", "aten.flatten", "aten.clone", "aten._unsafe_view",
                     "aten.squeeze", "aten.unsqueeze", "aten.alias", "aten.contiguous", "aten.expand",
-                    "aten.detach", "aten.dropout"), attack=("reshape", ())),
+                    "aten.detach", "aten.dropout", "aten.unflatten"), attack=("reshape", ())),
     # x.reshape_as(y), x.view_as(y), x.type_as(y): x relabelled; y lends only its shape or dtype, so
     # nothing about y's values follows from the output
     LayerKind("reshape_like", "shape", FIRST_INPUT, methods=("reshape_as", "view_as", "type_as"),
+              aten=("aten.reshape_as", "aten.view_as", "aten.type_as"),
               attack=("reshape", ())),
     # x.expand(...), x.expand_as(y): x repeated along broadcast dimensions (a class token per
     # sample): every value of x appears in the output, so a known output gives x; y lends its shape
@@ -36,6 +49,7 @@ KINDS = (
                                                      "ReplicationPad1d") if hasattr(nn, m)),
               aten=("aten.pad", "aten.constant_pad_nd", "aten.reflection_pad2d", "aten.replication_pad2d",
                     "aten.reflection_pad1d", "aten.replication_pad1d"),
+              params=lambda m, args, kwargs: _pad(m, args, kwargs),
               attack_why="padding: the closed-form attacks take reshapes only"),
     LayerKind("dropout", "shape", DROPOUT, modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout),
               functions=(F.dropout,), attack=("identity", ())),

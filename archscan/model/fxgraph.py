@@ -76,7 +76,7 @@ def _attention_through(m: nn.MultiheadAttention, query, key, value, key_padding_
         weights = weights.mean(1) if average_attn_weights else weights
     else:
         o, weights = F.scaled_dot_product_attention(q, k, v), None
-    out = m.out_proj(o.transpose(1, 2).flatten(2))   # the module itself: a Linear call, named after it
+    out = F.linear(o.transpose(1, 2).flatten(2), m.out_proj.weight, m.out_proj.bias)   # named after out_proj
     return (out if m.batch_first else out.transpose(0, 1)), weights
 
 

@@ -27,15 +27,25 @@ class LayerNode:
     source: str | None = None
     outcome: str = "handled"
     reason: str = ""
+    batch: int = 1             # the program's batch (its image input's first dimension)
 
     @property
     def out_size(self) -> int:
-        """Entries of the output for one sample (batch dimension dropped)."""
-        return prod(self.out_shape[1:]) if self.out_shape else 0
+        """Entries of the output for one sample: the entries over the batch, wherever the batch
+        dimension sits (a program may carry attention's tokens first, the batch second)."""
+        return prod(self.out_shape) // self.batch if self.out_shape else 0
 
     @property
     def in_size(self) -> int:
-        return prod(self.in_shapes[0][1:]) if self.in_shapes and self.in_shapes[0] else 0
+        return prod(self.in_shapes[0]) // self.batch if self.in_shapes and self.in_shapes[0] else 0
+
+
+def per_sample(shape, batch: int = 1) -> list:
+    """A shape without its batch dimension: the first one of the batch's size (dimension 0 of
+    every fx-traced activation; the second of a program's sequence-first attention tensors)."""
+    shape = list(shape or ())
+    at = next((i for i, s in enumerate(shape) if s == batch), None)
+    return shape if at is None else shape[:at] + shape[at + 1:]   # None: the batch merged into a dimension
 
 
 def build_graph(nodes: list[LayerNode]) -> nx.DiGraph:

@@ -151,7 +151,23 @@ def _fx_node(n, modules, gm) -> LayerNode:
     if n.op == "call_method":
         return _classify(n, REGISTRY.for_method(n.target), f".{n.target}()", _module_path(n), None)
     rule = REGISTRY.for_function(n.target)
-    return _classify(n, rule, getattr(n.target, "__name__", str(n.target)), _module_path(n), None)
+    node = _classify(n, rule, getattr(n.target, "__name__", str(n.target)), _module_path(n), None)
+    weight = n.args[1] if len(n.args) > 1 and isinstance(n.args[1], fx.Node) and n.args[1].op == "get_attr" else None
+    return _named_by_weight(node, weight.target if weight is not None else None)
+
+
+def _owner(fqn: str) -> str:
+    """``attn.out_proj.weight`` -> ``attn.out_proj``; ``attn.in_proj_weight`` -> ``attn.in_proj``."""
+    return fqn[:-7] if fqn.endswith((".weight", "_weight")) else fqn
+
+
+def _named_by_weight(node: LayerNode, fqn: str | None) -> LayerNode:
+    """A functional Linear or conv (``F.linear(x, self.attn.in_proj_weight)``) is named after its
+    weight's owner and typed as its family's module, in the fx trace and in a .pt2 program alike."""
+    if fqn is None or not node.flow.parametric:
+        return node
+    kind = REGISTRY[node.kind]
+    return dataclasses.replace(node, module_path=_owner(fqn), op_type=kind.modules[0].__name__ if kind.modules else node.op_type)
 
 
 def _module_path(n) -> str:
@@ -201,6 +217,47 @@ def _record(n, kind, flow, op_type, path, params, outcome="handled", reason="") 
                      source=source_of(n.meta.get("stack_trace")), outcome=outcome, reason=reason)
 
 
+_MODES = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def _fold_padding(nodes: list) -> list:
+    """torch.export writes ``Conv2d(padding_mode='reflect')`` as ``aten.pad(reflect)`` then a conv
+    without padding; the conv's system is built as fx sees it: the padding folded back into the
+    conv (its border columns fold onto interior pixels), the pad left unread."""
+    by_name = {n.name: n for n in nodes}
+    readers: dict = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    out = []
+    for n in nodes:
+        pad = by_name.get(n.inputs[0]) if n.kind == "conv2d" and n.inputs else None
+        if pad is not None and pad.kind == "pad" and _foldable(pad, n) and len(readers.get(pad.name, ())) == 1:
+            l, r, t, b = pad.params["pad"]
+            n = dataclasses.replace(n, inputs=(pad.inputs[0],) + n.inputs[1:], in_shapes=(pad.in_shapes[0],) + n.in_shapes[1:],
+                                    params={**n.params, "padding": (t, l), "padding_mode": _MODES[pad.params["mode"]]})
+        out.append(n)
+    return out
+
+
+def _foldable(pad, conv) -> bool:
+    amounts = pad.params.get("pad")
+    return (pad.params.get("mode") in _MODES and amounts is not None and len(amounts) == 4
+            and amounts[0] == amounts[1] and amounts[2] == amounts[3] and tuple(conv.params.get("padding", ())) == (0, 0)
+            and pad.in_shapes and pad.in_shapes[0] is not None and len(pad.in_shapes[0]) == 4)
+
+
+def _export_type(n, rule, name: str) -> str:
+    """The module class an aten op was the call of (``aten.conv2d.default`` inside a Conv2d is a
+    ``Conv2d``), as the fx trace names it; the aten name where the op is not a module's."""
+    stack = n.meta.get("nn_module_stack")
+    if rule is None or not rule.modules or not stack:
+        return name
+    kind = list(stack.values())[-1][1]
+    cls = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1]
+    return cls if any(cls.endswith(m.__name__) for m in rule.modules) else name
+
+
 def _export_nodes(program) -> list:
     sig = program.graph_signature
     consts = set(sig.inputs_to_parameters) | set(sig.inputs_to_buffers)
@@ -215,9 +272,14 @@ def _export_nodes(program) -> list:
         elif n.op == "output":
             out.append(_record(n, "output", OUTPUT, "output", "", None, outcome="ignored", reason="output marker"))
         elif isinstance(n.target, torch._ops.OpOverload):
-            name = str(n.target)
-            out.append(_classify(n, REGISTRY.for_aten(name), name, _module_path(n), None))
+            name, rule = str(n.target), REGISTRY.for_aten(str(n.target))
+            node = _classify(n, rule, _export_type(n, rule, name), _module_path(n), None)
+            weight = n.args[1] if len(n.args) > 1 and isinstance(n.args[1], fx.Node) else None
+            fqn = sig.inputs_to_parameters.get(weight.name) if weight is not None else None
+            out.append(node if fqn is None or node.module_path == _owner(fqn) else _named_by_weight(node, fqn))
         else:   # a Python callable in the program (operator.getitem on a split's pieces)
             out.append(_classify(n, REGISTRY.for_function(n.target), getattr(n.target, "__name__", str(n.target)),
                                  _module_path(n), None))
-    return out
+    image = next((n for n in out if n.kind == "input" and n.out_shape), None)
+    batch = image.out_shape[0] if image is not None and image.out_shape[0] > 0 else 1   # the input spec's batch
+    return _fold_padding([dataclasses.replace(n, batch=batch) for n in out] if batch != 1 else out)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from archscan.analysis.propagate import exposes_gradient
 from archscan.layers import REGISTRY
+from archscan.model.graph import per_sample
 from archscan.report.records import Finding, relpath
 from archscan.terms import Verdict, ViewStatus
 
@@ -25,8 +26,8 @@ def layer_record(system, state, pull_rows: int, conditioning: dict | None = None
     status, used, rows = layer_status(system, state)
     return {
         "name": node.module_path or node.name, "node": node.name, "type": node.op_type,
-        "source": relpath(node.source), "in_shape": list(node.in_shapes[0][1:]),
-        "out_shape": list(node.out_shape[1:]), **geometry_fields(system), "unknowns": r.unknowns,
+        "source": relpath(node.source), "in_shape": per_sample(node.in_shapes[0], node.batch),
+        "out_shape": per_sample(node.out_shape, node.batch), **geometry_fields(system), "unknowns": r.unknowns,
         "rows": {"forward": r.rows_forward, "gradient": r.rows_gradient, "padding": r.rows_padding},
         "ranks": {"forward": _bound(r.forward), "gradient": _bound(r.gradient), "stack": _bound(r.stack)},
         "rank": r.stack.value, "rank_exact": r.stack.exact, "deficiency": r.deficiency,
