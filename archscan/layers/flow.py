@@ -366,6 +366,13 @@ class Constant(Flow):
     name, seeds_known = "constant", True
 
 
+class Fresh(Flow):
+    """A new tensor shaped like its input (``x.new_zeros(...)``, ``zeros_like``): a constant the
+    attacker knows, reading its input for shape and dtype only."""
+
+    name, seeds_known, contributes_gradient = "fresh", True, False
+
+
 class Unsupported(Transparent):
     """An op no family handles.  The one rule for what archscan does not know: it never blocks the
     chain (values pass to its inputs, as through a bijection), never drops a parameter's gradient
@@ -384,3 +391,4 @@ PRODUCT = Product()
 PART, PIECES = Part(), Pieces()
 MATMUL, SOFTMAX, ATTENTION = MatMul(), Softmax(), Attention()
 OUTPUT, INPUT, CONSTANT, UNSUPPORTED = Output(), Input(), Constant(), Unsupported()
+FRESH = Fresh()

@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from archscan.layers.base import LayerKind
-from archscan.layers.flow import BIJECTIVE, DROPOUT, FIRST_INPUT, IGNORE
+from archscan.layers.flow import BIJECTIVE, DROPOUT, FIRST_INPUT, FRESH, IGNORE
 
 def _pad(m, args, kwargs) -> dict:
     """The amounts (left, right, top, bottom, ...) and the mode of a padding."""
@@ -58,6 +58,13 @@ KINDS = (
     LayerKind("drop_path", "shape", DROPOUT, attack=("identity", ()),
               named=("torchvision.ops.stochastic_depth.stochastic_depth", "torchvision.ops.stochastic_depth.StochasticDepth",
                      "timm.layers.drop.DropPath", "timm.layers.drop.drop_path")),
+    # x.new_zeros(...), torch.zeros_like(x): a constant built from x's shape and dtype (attention masks)
+    LayerKind("fresh", "shape", FRESH, functions=(torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like),
+              methods=("new_zeros", "new_ones", "new_full", "new_empty"),
+              aten=("aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty", "aten.zeros_like",
+                    "aten.ones_like", "aten.full_like", "aten.empty_like"),
+              why="a new tensor of the input's shape: a constant the attacker knows",
+              attack_why="a constant: nothing to invert"),
     LayerKind("shape_query", "shape", IGNORE, methods=("size", "dim", "numel"),
               functions=(getattr,), aten=("aten.sym_size", "aten.sym_numel"),
               why="returns shape metadata, not a tensor the attack reconstructs"),

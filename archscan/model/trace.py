@@ -45,7 +45,7 @@ def trace_model(loaded: LoadedModel, input_shape) -> TraceResult:
     example = torch.randn(1, *input_shape)
     _check_forward(model, example, loaded)
     try:
-        return TraceResult(_fx_nodes(model, example), "fx", type(model).__name__)
+        nodes = _fx_nodes(model, example)
     except Exception as fx_error:
         try:
             with _quiet_torch():
@@ -53,6 +53,22 @@ def trace_model(loaded: LoadedModel, input_shape) -> TraceResult:
         except Exception as ex_error:
             raise TraceError(_trace_message(loaded, fx_error, ex_error)) from ex_error
         return TraceResult(_export_nodes(program), "export", type(model).__name__)
+    return _more_complete(TraceResult(nodes, "fx", type(model).__name__), model, example)
+
+
+def _more_complete(fx_result: TraceResult, model, example) -> TraceResult:
+    """Where the fx trace keeps ops archscan does not know (functions a library marks as fx leaves,
+    such as torchvision's shifted-window attention), torch.export traces through them: its program
+    is used when it leaves fewer unsupported ops."""
+    gaps = sum(n.outcome == "unsupported" for n in fx_result.nodes)
+    if not gaps:
+        return fx_result
+    try:
+        with _quiet_torch():
+            nodes = _export_nodes(torch.export.export(model, (example,), strict=False))
+    except Exception:   # noqa: BLE001 - the fx trace stands
+        return fx_result
+    return TraceResult(nodes, "export", fx_result.model_class) if sum(n.outcome == "unsupported" for n in nodes) < gaps else fx_result
 
 
 def _check_forward(model: nn.Module, example, loaded: LoadedModel) -> None:
@@ -106,7 +122,7 @@ def _trace_message(loaded, fx_error, ex_error) -> str:
 def _fx_nodes(model: nn.Module, example) -> list:
     gm = traced(model, example)
     modules = dict(model.named_modules())
-    return [_fx_node(n, modules, gm) for n in gm.graph.nodes]
+    return _fold_constants([_fx_node(n, modules, gm) for n in gm.graph.nodes])
 
 
 def _shape(node) -> tuple | None:
@@ -282,4 +298,26 @@ def _export_nodes(program) -> list:
                                  _module_path(n), None))
     image = next((n for n in out if n.kind == "input" and n.out_shape), None)
     batch = image.out_shape[0] if image is not None and image.out_shape[0] > 0 else 1   # the input spec's batch
-    return _fold_padding([dataclasses.replace(n, batch=batch) for n in out] if batch != 1 else out)
+    return _fold_constants(_fold_padding([dataclasses.replace(n, batch=batch) for n in out] if batch != 1 else out))
+
+
+_RANDOM = re.compile(r"rand|normal|bernoulli|uniform|multinomial|poisson|exponential|cauchy|geometric")
+
+
+def _fold_constants(nodes: list) -> list:
+    """An op no family knows whose tensor inputs are all learned constants (or that has none:
+    ``new_zeros``, a mask filled from shapes) computes a constant the attacker computes too; a
+    random draw (noise a defence adds) is not one."""
+    constant = set()
+    out = []
+    for n in nodes:
+        if n.flow.seeds_known:
+            constant.add(n.name)
+        elif (n.inputs or n.outcome == "unsupported") and all(i in constant for i in n.inputs) \
+                and not _RANDOM.search(n.op_type) and n.kind not in ("input", "output"):
+            constant.add(n.name)   # computed from constants: a handled op keeps its kind, an unknown one is folded
+            if n.outcome == "unsupported":
+                n = dataclasses.replace(n, kind="constant", flow=CONSTANT, outcome="ignored",
+                                        reason="computed from learned constants and shapes alone: known to the attacker")
+        out.append(n)
+    return out
