@@ -67,6 +67,7 @@ def cache_path(shape: tuple, n: int, seed: int) -> Path | None:
 
 def _store(path: Path, images: np.ndarray) -> None:
     """Write atomically (a temporary file renamed), or not at all."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -74,7 +75,5 @@ def _store(path: Path, images: np.ndarray) -> None:
             np.save(fh, images, allow_pickle=False)
         os.replace(tmp, path)
     except OSError:
-        try:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass

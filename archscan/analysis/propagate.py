@@ -143,8 +143,8 @@ def _grad_known(g, n, st) -> bool:
     """Gradient of tensor n is known when every consumer's contribution can be formed."""
     readers = [g.nodes[c]["layer"] for c in g.successors(n)]
     consumers = [c for c in readers if c.flow.contributes_gradient]
-    if not readers and g.nodes[n]["layer"].flow.name == "part":
-        return True   # a piece nothing reads (``u, _ = x.chunk(2)``): its gradient is zero
+    if not readers and g.nodes[n]["layer"].flow.unread_gradient_known:
+        return True
     return bool(consumers) and all(_contribution(c, n, st) for c in consumers)
 
 

@@ -9,14 +9,12 @@ k are known.  None of them has a closed-form attack step.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from archscan.layers.base import LayerKind, arg
+from archscan.layers.base import LayerKind, arg, is_parameter
 from archscan.layers.flow import ATTENTION, MATMUL, SOFTMAX
-from archscan.layers.linear import _is_parameter
 
 _WHY = "attention: the closed-form attacks take Linear, conv and elementwise steps only"
 
@@ -31,14 +29,9 @@ def _softmax(m, args, kwargs):
 def _product(m, args, kwargs):
     """Two activations multiplied (``q @ k.transpose(-2, -1)``, ``attn @ v``); a learned right
     operand is a hand-written Linear (the linear family's ``matmul`` kind)."""
-    if len(args) != 2 or _is_parameter(args[1]):
+    if len(args) != 2 or is_parameter(args[1]):
         raise ValueError("a parameter on the right: a Linear written by hand")
     return {}
-
-
-def _sdpa(m, args, kwargs):
-    mask = arg(args, kwargs, 3, "attn_mask")
-    return {"masked": mask is not None, "causal": bool(arg(args, kwargs, 5, "is_causal", False))}
 
 
 KINDS = (
@@ -49,5 +42,5 @@ KINDS = (
     LayerKind("attention", "attention", ATTENTION, functions=(F.scaled_dot_product_attention,),
               aten=("aten.scaled_dot_product_attention", "aten._scaled_dot_product_flash_attention_for_cpu",
                     "aten._scaled_dot_product_efficient_attention", "aten._scaled_dot_product_flash_attention"),
-              params=_sdpa, attack_why=_WHY),
+              attack_why=_WHY),
 )

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 from archscan.layers.flow import Flow
 
 
@@ -109,3 +111,37 @@ def pair(v) -> tuple[int, int]:
     if isinstance(v, (list, tuple)):
         return (int(v[0]), int(v[-1]))
     return (int(v), int(v))
+
+
+def traced_shape(node) -> tuple | None:
+    """The shape an fx or export node's tensor had in the trace (``tensor_meta`` from shape
+    propagation, or the fake ``val`` of a program); None for anything that is not one tensor."""
+    meta = getattr(node, "meta", None)
+    if not meta:
+        return None
+    tm = meta.get("tensor_meta")
+    if tm is not None and hasattr(tm, "shape"):
+        return tuple(int(s) for s in tm.shape)
+    val = meta.get("val")
+    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else None
+
+
+_TRANSPOSES = {"t", "transpose", "permute", "numpy_T", "T"}
+
+
+def _op_name(target) -> str:
+    name = getattr(target, "__name__", None) or str(target)
+    return name.split(".")[1] if name.startswith("aten.") else name
+
+
+def is_parameter(node) -> bool:
+    """A learned tensor: a get_attr (fx), a parameter placeholder (export names them p_*), or a
+    transpose of one."""
+    op = getattr(node, "op", None)
+    if op == "get_attr":
+        return True
+    if op == "placeholder":
+        return str(node.name).startswith("p_")
+    if op in ("call_method", "call_function") and _op_name(node.target) in _TRANSPOSES and node.args:
+        return is_parameter(node.args[0])
+    return False

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 KNOWN, PARTIAL, UNKNOWN = 2, 1, 0
 
 
@@ -58,6 +60,7 @@ class Flow:
     masks = False              # forward rows survive only where its output is non-zero (ReLU)
     sum_of_inputs = False      # a learned tensor summed in has this op's gradient as its own (APRIL)
     is_loss = False            # the loss: its input's gradient is known (the label, or iDLG)
+    unread_gradient_known = False  # an output nothing reads has gradient zero, which the attacker knows
 
     def back(self, node, out: Val, ctx: Context) -> list[tuple[str, Val]]:
         return []
@@ -208,6 +211,7 @@ class Part(Flow):
     ``usable_rank`` counts as rows rather than as lost directions."""
 
     name, linear = "part", True
+    unread_gradient_known = True   # ``u, _ = x.chunk(2)``: the unused piece's gradient is zero
 
     def back(self, node, out, ctx):
         if not node.inputs or out.level == UNKNOWN:
@@ -216,9 +220,8 @@ class Part(Flow):
         universe = part_of(node, ctx)[1]
         if universe is None:
             return [(src, out)]
-        parts = [(part_of(c, ctx)[0], ctx.val(c.name)) for c in ctx.consumers(src)
-                 if c.flow is self and c.inputs and c.inputs[0] == src and part_of(c, ctx)[1] == universe]
-        combined = combine_parts(universe, parts)
+        siblings = [(part_of(c, ctx), c) for c in ctx.consumers(src) if c.flow is self and c.inputs and c.inputs[0] == src]
+        combined = combine_parts(universe, [(entries, ctx.val(c.name)) for (entries, u), c in siblings if u == universe])
         return [(src, combined)] if combined.level != UNKNOWN else []
 
 
@@ -236,7 +239,6 @@ def part_of(node, ctx) -> tuple:
 
 def combine_parts(universe: int, parts: list) -> Val:
     """What the parts' values (``(entries, Val)`` each) tell about a tensor of ``universe`` entries."""
-    import numpy as np   # here: flow.py is imported by every family and needs numpy nowhere else
     seen = [(np.asarray(e), v) for e, v in parts if v.level != UNKNOWN]
     if not seen:
         return Val()

@@ -13,7 +13,7 @@ from archscan_kernels import ConvGeometry, linear_geometry
 from torch import nn
 from torch.nn import functional as F
 
-from archscan.layers.base import LayerKind, arg
+from archscan.layers.base import LayerKind, arg, is_parameter, traced_shape
 from archscan.layers.flow import PARAMETRIC
 
 
@@ -44,43 +44,16 @@ def gradient_layout(grad, geom):
     return grad.reshape(-1, geom.F).T
 
 
-_TRANSPOSES = {"t", "transpose", "permute", "numpy_T", "T"}
-
-
-def _op_name(target) -> str:
-    name = getattr(target, "__name__", None) or str(target)
-    return name.split(".")[1] if name.startswith("aten.") else name
-
-
-def _is_parameter(node) -> bool:
-    """A learned tensor: a get_attr (fx), a parameter placeholder (export names them p_*), or a
-    transpose of one."""
-    op = getattr(node, "op", None)
-    if op == "get_attr":
-        return True
-    if op == "placeholder":
-        return str(node.name).startswith("p_")
-    if op in ("call_method", "call_function") and _op_name(node.target) in _TRANSPOSES and node.args:
-        return _is_parameter(node.args[0])
-    return False
-
-
-def _shape_of(node):
-    meta = getattr(node, "meta", {}) or {}
-    m = meta.get("tensor_meta") or meta.get("val")
-    return tuple(int(s) for s in m.shape) if m is not None and hasattr(m, "shape") else None
-
-
 def _matmul(m, args, kwargs):
     """x @ W (torch.matmul, @, mm) or addmm(b, x, W) with W a parameter: a Linear written by hand."""
     addmm = len(args) == 3
     x_at, w_at = (1, 2) if addmm else (0, 1)
-    if not _is_parameter(args[w_at]):
+    if not is_parameter(args[w_at]):
         raise ValueError("no parameter operand on the right: not a Linear layer")
-    shape = _shape_of(args[w_at])
+    shape = traced_shape(args[w_at])
     if shape is None or len(shape) != 2:
         raise ValueError("the weight's shape is unknown")
-    return {"in_features": shape[0], "out_features": shape[1], "bias": addmm and _is_parameter(args[0]),
+    return {"in_features": shape[0], "out_features": shape[1], "bias": addmm and is_parameter(args[0]),
             "_data_arg": x_at}
 
 

@@ -15,18 +15,10 @@ import numpy as np
 import torch
 from torch import fx
 
-from archscan.layers.base import LayerKind
+from archscan.layers.base import LayerKind, is_parameter, traced_shape
 from archscan.layers.flow import PART, PIECES
 
 _WHY = "a selection of entries: the closed-form attacks take reshapes only"
-
-
-def _shape(node) -> tuple | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    if meta is not None and hasattr(meta, "shape"):
-        return tuple(int(s) for s in meta.shape)
-    val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else None
 
 
 def _resolved(v):
@@ -46,7 +38,7 @@ def _resolved(v):
 
 
 def _ids(node) -> torch.Tensor:
-    shape = _shape(node)
+    shape = traced_shape(node)
     if shape is None:
         raise ValueError("selects from something that is not a tensor")
     return torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(shape)
@@ -64,7 +56,7 @@ def _entries(select):
     """params of a selection replayed on entry numbers by ``select(ids, *args)``."""
     def params(module, args, kwargs):
         source = args[0]
-        if _shape(source) is None:   # an item of a tuple: which piece, when the tuple is a split
+        if traced_shape(source) is None:   # an item of a tuple: which piece, when the tuple is a split
             return {"item": _resolved(args[1])}
         ids = _ids(source)
         picked = select(ids, *(_resolved(a) for a in args[1:]), **{k: _resolved(v) for k, v in kwargs.items()})
@@ -72,15 +64,17 @@ def _entries(select):
     return params
 
 
+_INDEX_ENTRIES = _entries(lambda ids, indices: ids[tuple(indices)])
+
+
 def _aten_index(module, args, kwargs):
     """``aten.index(x, [None, idx])`` (advanced indexing): the entries when the index tensors are
     numbers of the trace; a gather from a learned tensor by an index buffer the program does not
     carry (LeViT's attention biases in a .pt2) reads a constant, whose entries do not matter."""
-    from archscan.layers.linear import _is_parameter
     try:
-        return _entries(lambda ids, indices: ids[tuple(indices)])(module, args, kwargs)
+        return _INDEX_ENTRIES(module, args, kwargs)
     except ValueError:
-        if _is_parameter(args[0]):
+        if is_parameter(args[0]):
             return {}
         raise
 

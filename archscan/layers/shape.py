@@ -1,11 +1,13 @@
-"""Reshapes, permutations (roll, channel shuffle), padding, identity and dropout: bijections of the values (dropout at eval is the identity; at
-train its random mask is assumed known to the attacker, the conservative choice)."""
+"""Reshapes, permutations (roll, channel shuffle), padding, identity and dropout: maps that keep
+every value (dropout at eval is the identity; at train its random mask is assumed known to the
+attacker, the conservative choice), and new tensors shaped like an input (constants)."""
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from archscan.layers.base import LayerKind
 from archscan.layers.flow import BIJECTIVE, DROPOUT, FIRST_INPUT, FRESH, IGNORE
+
 
 def _pad(m, args, kwargs) -> dict:
     """The amounts (left, right, top, bottom, ...) and the mode of a padding."""
@@ -49,7 +51,7 @@ KINDS = (
                                                      "ReplicationPad1d") if hasattr(nn, m)),
               aten=("aten.pad", "aten.constant_pad_nd", "aten.reflection_pad2d", "aten.replication_pad2d",
                     "aten.reflection_pad1d", "aten.replication_pad1d"),
-              params=lambda m, args, kwargs: _pad(m, args, kwargs),
+              params=_pad,
               attack_why="padding: the closed-form attacks take reshapes only"),
     LayerKind("dropout", "shape", DROPOUT, modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout),
               functions=(F.dropout,), attack=("identity", ())),

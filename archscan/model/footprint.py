@@ -110,14 +110,14 @@ def _module_shape(m: nn.Module, x: tuple) -> tuple:
         return x
     if isinstance(m, nn.Conv2d) and isinstance(m.padding, tuple):
         return (x[0], m.out_channels, *(_window(x[2 + i], m.kernel_size[i], m.stride[i], m.padding[i],
-                                                 m.dilation[i], False) for i in range(2)))
+                                                 m.dilation[i]) for i in range(2)))
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
         pair = lambda v: v if isinstance(v, tuple) else (v, v)   # noqa: E731
         k, s, p = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
         d = pair(getattr(m, "dilation", 1))
         if m.ceil_mode:
             raise _NoRule("ceil_mode pooling")
-        return (*x[:2], *(_window(x[2 + i], k[i], s[i], p[i], d[i], False) for i in range(2)))
+        return (*x[:2], *(_window(x[2 + i], k[i], s[i], p[i], d[i]) for i in range(2)))
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
         return (*x[:2], *(x[2 + i] if size[i] is None else size[i] for i in range(2)))
@@ -128,7 +128,7 @@ def _module_shape(m: nn.Module, x: tuple) -> tuple:
     raise _NoRule(type(m).__name__)
 
 
-def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+def _window(size: int, k: int, s: int, p: int, d: int) -> int:
     out = (size + 2 * p - d * (k - 1) - 1) // s + 1
     if out < 1:
         raise _NoRule("empty output")   # the real forward will say what is wrong

@@ -20,10 +20,11 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
 class _Tracer(fx.Tracer):
-    """``fx.Tracer`` that records each node's stack trace itself.  torch's own recording
-    (``record_stack_traces``) symbolises through its profiler and filters with
+    """``fx.Tracer`` that records each node's stack trace itself (torch's own recording,
+    ``record_stack_traces``, symbolises through its profiler and filters with
     ``torch.fx.experimental.symbolic_shapes``, which import dynamo and inductor: about a second
-    per process on torch 2.13, for the file and line that ``trace.source_of`` reads."""
+    per process on torch 2.13, for the file and line that ``trace.source_of`` reads), and that
+    enters ``nn.MultiheadAttention`` (:func:`_attention_through`) instead of keeping it a leaf."""
 
     def call_module(self, m, forward, args, kwargs):
         if isinstance(m, nn.MultiheadAttention) and _plain_attention(m, args, kwargs):
@@ -109,16 +110,15 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 _INDEX_MAX = 1 << 22   # entries of an integer buffer kept as an index value
 
-_FORMATS = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
+_FORMATS = ((torch.contiguous_format, None), (torch.channels_last, 4), (torch.channels_last_3d, 5))
 
 
 def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
-    """``ShapeProp``'s record of a dense tensor, its memory format read with the tensor's own
+    """``ShapeProp``'s record of a tensor, its memory format read with the tensor's own
     ``is_contiguous`` (torch's helper for it imports sympy to allow symbolic shapes)."""
-    fmt = next((f for f in _FORMATS if t.dim() == {torch.channels_last: 4, torch.channels_last_3d: 5}.get(f, t.dim())
-                and t.is_contiguous(memory_format=f)), None) if t.layout == torch.strided else None
-    stride = t.stride() if t.layout == torch.strided else ()
-    return TensorMetadata(t.shape, t.dtype, t.requires_grad, stride, fmt, False, {})
+    strided = t.layout == torch.strided
+    fmt = next((f for f, dims in _FORMATS if strided and dims in (None, t.dim()) and t.is_contiguous(memory_format=f)), None)
+    return TensorMetadata(t.shape, t.dtype, t.requires_grad, t.stride() if strided else (), fmt, False, {})
 
 
 class _Shapes(fx.Interpreter):

@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from archscan.errors import InputError, TraceError
 from archscan.layers import REGISTRY
+from archscan.layers.base import traced_shape
 from archscan.layers.flow import CONSTANT, IGNORE, INPUT, OUTPUT, UNSUPPORTED
 from archscan.model.fxgraph import traced   # the one fx trace, shared with the attacks
 from archscan.model.graph import LayerNode
@@ -48,11 +49,10 @@ def trace_model(loaded: LoadedModel, input_shape) -> TraceResult:
         nodes = _fx_nodes(model, example)
     except Exception as fx_error:
         try:
-            with _quiet_torch():
-                program = torch.export.export(model, (example,), strict=False)
+            nodes = _exported_nodes(model, example)
         except Exception as ex_error:
             raise TraceError(_trace_message(loaded, fx_error, ex_error)) from ex_error
-        return TraceResult(_export_nodes(program), "export", type(model).__name__)
+        return TraceResult(nodes, "export", type(model).__name__)
     return _more_complete(TraceResult(nodes, "fx", type(model).__name__), model, example)
 
 
@@ -64,11 +64,16 @@ def _more_complete(fx_result: TraceResult, model, example) -> TraceResult:
     if not gaps:
         return fx_result
     try:
-        with _quiet_torch():
-            nodes = _export_nodes(torch.export.export(model, (example,), strict=False))
+        nodes = _exported_nodes(model, example)
     except Exception:   # noqa: BLE001 - the fx trace stands
         return fx_result
     return TraceResult(nodes, "export", fx_result.model_class) if sum(n.outcome == "unsupported" for n in nodes) < gaps else fx_result
+
+
+def _exported_nodes(model, example) -> list:
+    """The model's torch.export program (non-strict, its logs silenced) as layer records."""
+    with _quiet_torch():
+        return _export_nodes(torch.export.export(model, (example,), strict=False))
 
 
 def _check_forward(model: nn.Module, example, loaded: LoadedModel) -> None:
@@ -123,18 +128,6 @@ def _fx_nodes(model: nn.Module, example) -> list:
     gm = traced(model, example)
     modules = dict(model.named_modules())
     return _fold_constants([_fx_node(n, modules, gm) for n in gm.graph.nodes])
-
-
-def _shape(node) -> tuple | None:
-    if not isinstance(node, fx.Node):
-        return None
-    meta = node.meta.get("tensor_meta")
-    if meta is not None and hasattr(meta, "shape"):
-        return tuple(int(s) for s in meta.shape)
-    val = node.meta.get("val")
-    if isinstance(val, torch.Tensor):
-        return tuple(int(s) for s in val.shape)
-    return None
 
 
 def _no_tensor_out(n) -> bool:
@@ -216,7 +209,7 @@ def _weight_shapes(n, rule) -> dict:
     """For functional conv/linear calls: channel counts from the weight argument's shape."""
     if not rule.flow.parametric or len(n.args) < 2:
         return {}
-    shape = _shape(n.args[1])
+    shape = traced_shape(n.args[1])
     return rule.weight_params(shape) if shape is not None and rule.weight_params else {}
 
 
@@ -227,9 +220,9 @@ def _record(n, kind, flow, op_type, path, params, outcome="handled", reason="") 
     if data is not None and n.args[data] in nodes:
         nodes = [n.args[data]] + [a for a in nodes if a is not n.args[data]]
     inputs = tuple(a.name for a in nodes)
-    in_shapes = tuple(_shape(a) for a in nodes)
+    in_shapes = tuple(traced_shape(a) for a in nodes)
     return LayerNode(name=n.name, kind=kind, flow=flow, op_type=op_type, module_path=path or "",
-                     inputs=inputs, in_shapes=in_shapes, out_shape=_shape(n), params=params or {},
+                     inputs=inputs, in_shapes=in_shapes, out_shape=traced_shape(n), params=params or {},
                      source=source_of(n.meta.get("stack_trace")), outcome=outcome, reason=reason)
 
 
