@@ -112,11 +112,10 @@ def spelled(items: list) -> str:
     return ", ".join(f"{d['kind']}:" + ",".join(f"{k}={v:g}" for k, v in d.items() if k != "kind") for d in items)
 
 
-def threat_suffix(threat_model: dict) -> str:
+def threat_suffix(defences, fedavg: dict | None) -> str:
     """``", defences dp:sigma=..."`` (and the FedAvg local steps, when more than one) for a report's
-    threat-model line; '' for a plain single-gradient client."""
-    items = threat_model.get("defences")
-    return (f", defences {spelled(items)}" if items else "") + fedavg_suffix(threat_model)
+    threat-model line, from its ``defences`` and ``fedavg`` entries; '' for a plain single-gradient client."""
+    return (f", defences {spelled(defences)}" if defences else "") + fedavg_suffix(fedavg)
 
 
 def parse_defences(items) -> tuple:

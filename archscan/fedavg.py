@@ -98,9 +98,10 @@ def client_update(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return {n: (start[n] - p.detach()) / (local.steps * local.lr) for n, p in named}
 
 
-def suffix(threat_model: dict) -> str:
-    """``", FedAvg 5 local SGD steps at lr 0.01"`` for a threat-model line; '' for one step."""
-    f = threat_model.get("fedavg") or {}
+def suffix(fedavg: dict | None) -> str:
+    """``", FedAvg 5 local SGD steps at lr 0.01"`` for a threat-model line (its ``fedavg`` entry);
+    '' for one step."""
+    f = fedavg or {}
     if f.get("local_steps", 1) <= 1:
         return ""
     return f", {LocalSteps(f['local_steps'], f['lr'])}"

@@ -5,7 +5,6 @@ Never prints, never exits: returns a ScanReport or raises ArchscanError.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from archscan import config
@@ -21,8 +20,8 @@ from archscan.config.values import check_batch_size, check_seed
 from archscan.model.footprint import activation_values
 from archscan.model.load import check_finite, load_model, load_weights
 from archscan.model.trace import trace_model
-from archscan.report.layers import coverage, findings, layer_record
-from archscan.report.records import ScanReport, now, relpath, tool_info
+from archscan.report.layers import coverage, findings, image_record, layer_record, scores_record
+from archscan.report.records import ModelInfo, NodeRecord, ScanReport, ThreatModel, now, relpath, tool_info
 
 
 class _Stages:
@@ -64,7 +63,7 @@ def scan_loaded(loaded, options: config.ScanOptions, clock: _Stages | None = Non
     traced = trace_model(loaded, options.input_shape)
     g = build_graph(traced.nodes)
     _check_program_shape(spec, g, options)
-    _strict_check(traced.nodes, options.strict or os.environ.get("ARCHSCAN_STRICT") == "1")
+    _strict_check(traced.nodes, options.strict)
     clock.mark("trace")
     systems = {n.name: build_system(g, n, options.draws, options.seed, options.relu_active)
                for n in parametric_order(g)}
@@ -78,8 +77,7 @@ def scan_loaded(loaded, options: config.ScanOptions, clock: _Stages | None = Non
                                      global_pool_of(g))
     clock.mark("optimisation")
     report = _assemble(spec, options, traced, g, systems, state, chain, optimisation, _capture(loaded, options))
-    report.timing.update(clock.total())
-    return report
+    return report.with_(timing=clock.total())
 
 
 def _validate(spec: str, options: config.ScanOptions) -> None:
@@ -141,29 +139,22 @@ def _assemble(spec, options, traced, g, systems, state, chain, optimisation, cap
     order = list(systems.values())
     layers = [layer_record(s, state, pullback_rows(s, systems), layer_conditioning(s, captured)) for s in order]
     unknowns = next(g.nodes[n]["layer"].out_size for n in g.nodes if g.nodes[n]["layer"].kind == "input")
-    image = {"status": chain.image_status, "unknowns": unknowns, "deficiency": chain.deficiency,
-             "via": chain.via, "relu_masked": chain.masked}
-    scores = {"copa_index": copa_index([l["deficiency"] for l in layers]),
-              "ra_index": ra_index([(s.unknowns, s.ranks.rows_gradient, s.ranks.rows_forward) for s in order]),
-              **combine(chain, optimisation, _unsupported(g), options.defences, options.fedavg), "chain": chain.to_dict(),
-              "optimisation": optimisation.to_dict()}
-    model = {"spec": spec, "input_shape": list(_image_shape(g, options)), "class": traced.model_class,
-             "trace_method": traced.method, "parametric_layers": len(order)}
+    image = image_record(chain, unknowns)
+    decision = combine(chain, optimisation, _unsupported(g), options.defences, options.fedavg)
+    scores = scores_record(decision, chain, optimisation, copa_index([l.deficiency for l in layers]),
+                           ra_index([(s.unknowns, s.ranks.rows_gradient, s.ranks.rows_forward) for s in order]))
+    model = ModelInfo(spec, tuple(_image_shape(g, options)), traced.model_class, traced.method, len(order))
     found = findings(g, systems, state, layers, image, scores, options.batch_size, not options.chain_exact)
-    return ScanReport(model=model, threat_model=options.threat_model(), layers=layers,
+    return ScanReport(model=model, threat_model=ThreatModel(**options.threat_model()), layers=tuple(layers),
                       nodes=_node_list(g), image=image, scores=scores, coverage=coverage(g),
-                      findings=found, timing={}, tool=tool_info(), created=now())
+                      findings=tuple(found), tool=tool_info(), created=now())
 
 
 def _unsupported(g) -> tuple[str, ...]:
     return tuple(g.nodes[n]["layer"].op_type for n in g.nodes if g.nodes[n]["layer"].outcome == "unsupported")
 
 
-def _node_list(g) -> list:
-    out = []
-    for n in g.nodes:
-        layer = g.nodes[n]["layer"]
-        out.append({"name": layer.name, "kind": layer.kind, "op": layer.op_type,
-                    "module_path": layer.module_path, "outcome": layer.outcome,
-                    "reason": layer.reason, "source": relpath(layer.source)})
-    return out
+def _node_list(g) -> tuple[NodeRecord, ...]:
+    layers = (g.nodes[n]["layer"] for n in g.nodes)
+    return tuple(NodeRecord(l.name, l.kind, l.op_type, l.module_path, l.outcome, l.reason, relpath(l.source))
+                 for l in layers)

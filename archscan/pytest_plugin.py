@@ -58,43 +58,50 @@ def _as_spec(model) -> tuple[str, str]:
 
 
 def scan_report(model, input_shape, **options) -> dict:
-    """Scan ``model`` (spec, nn.Module or factory) at ``input_shape`` (C, H, W); the report dict.
+    """Scan ``model`` (spec, nn.Module or factory) at ``input_shape`` (C, H, W); the report as its
+    JSON dict (docs/report-schema.md), the form a test asserts on.
     ``options`` are ScanOptions fields (num_classes, batch_size, labels, bn_mode, seed, ...)."""
+    return _scan(model, input_shape, **options).to_dict()
+
+
+def _scan(model, input_shape, **options):
+    from dataclasses import replace
+
     from archscan.api import scan
     from archscan.config import ScanOptions
     from archscan.config.values import parse_shape
     shape = parse_shape(input_shape, "input_shape")
     spec, shown = _as_spec(model)
     try:
-        report = scan(spec, ScanOptions(input_shape=shape, **options)).to_dict()
+        report = scan(spec, ScanOptions(input_shape=shape, **options))
     finally:
         if spec.startswith(_LIVE + ":"):
             delattr(sys.modules[_LIVE], spec.split(":", 1)[1])
-    report["model"]["spec"] = shown
-    return report
+    return report.with_(model=replace(report.model, spec=shown))
 
 
 def assert_leakage(model, input_shape, min_score: float | None = None, fail_on: str | None = None,
                    baseline: dict | str | None = None, **options) -> dict:
     """Scan and apply the gate; AssertionError with the per-layer table when a check fails.
-    Returns the report (with its ``gate``) when every check passes."""
+    ``baseline``: a stored JSON report, as a path or its dict.
+    Returns the report dict (with its ``gate``) when every check passes."""
     from archscan.config.pyproject import load_baseline
-    from archscan.report.gate import Policy, evaluate
+    from archscan.report.gate import Policy, baseline_report, evaluate
     if min_score is None and fail_on is None and baseline is None:
         fail_on = "leaks"
-    if isinstance(baseline, str):
-        baseline = load_baseline(baseline)
-    report = scan_report(model, input_shape, **options)
-    result = evaluate(report, Policy(fail_under=min_score, fail_on=fail_on, baseline=baseline))
-    report["gate"] = result.to_dict()
-    if not result.passed:
+    where = baseline if isinstance(baseline, str) else "(dict)"
+    if baseline is not None:
+        baseline = baseline_report(load_baseline(baseline) if isinstance(baseline, str) else baseline, where)
+    report = _scan(model, input_shape, **options)
+    report = report.with_(gate=evaluate(report, Policy(fail_under=min_score, fail_on=fail_on, baseline=baseline)))
+    if not report.gate.passed:
         raise AssertionError(failure_message(report))
-    return report
+    return report.to_dict()
 
 
-def failure_message(report: dict) -> str:
+def failure_message(report) -> str:
     from archscan.formatters import text
-    return "\n".join([f"archscan: {report['model']['spec']} fails the leakage gate", ""] + text.table(report)
+    return "\n".join([f"archscan: {report.model.spec} fails the leakage gate", ""] + text.table(report)
                      + [text.summary(report)[2]] + text.gate(report))
 
 

@@ -44,3 +44,12 @@ class ViewStatus(_Term):
     OFF = "off"                  # --local off: an explicit, recorded opt-out
     SKIPPED = "skipped"          # could not fit its budget (time or memory)
     FAILED = "failed"            # could not be computed (an op without a second derivative, a .pt2 ...)
+
+
+class Determination(_Term):
+    """How much of a tensor (a layer's input, the image) the attacker's rows determine."""
+
+    BLOCKED = "blocked"          # nothing
+    PARTIAL = "partial"          # a subspace; a null space of the reported deficiency is left
+    DETERMINED = "determined"    # every entry
+    LEAK_SOURCE = "leak_source"  # a layer that gives its input away on its own (dW / db), no solve needed

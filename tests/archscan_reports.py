@@ -10,6 +10,7 @@ from pathlib import Path
 
 from archscan import api
 from archscan.config import ScanOptions
+from archscan.report.records import ScanReport
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -36,9 +37,17 @@ def cached_scan(spec, options):
     return copy.deepcopy(_cache[key])
 
 
-def zoo_report(name: str, **options) -> dict:
-    """The report dict of examples/paper_zoo.py:NAME at 3x32x32 (a fresh copy each call)."""
-    return cached_scan(f"{ZOO}:{name}", ScanOptions(input_shape=(3, 32, 32), **options)).to_dict()
+def zoo_report(name: str, **options) -> ScanReport:
+    """The report of examples/paper_zoo.py:NAME at 3x32x32 (a fresh copy each call)."""
+    return cached_scan(f"{ZOO}:{name}", ScanOptions(input_shape=(3, 32, 32), **options))
+
+
+def variant(report: ScanReport, edit) -> ScanReport:
+    """``report`` with ``edit(d)`` applied to its JSON dict ``d``, read back: a hand-made report
+    (another verdict, a weaker layer) built the way a stored report is read."""
+    d = report.to_dict()
+    edit(d)
+    return ScanReport.from_dict(d).with_(gate=report.gate, suggestions=report.suggestions)
 
 
 def _round(value):
@@ -51,15 +60,16 @@ def _round(value):
     return value
 
 
-def normalise(report: dict) -> dict:
+def normalise(report: ScanReport) -> ScanReport:
     """What may differ between machines and runs: versions, timings, time stamp, float noise."""
-    out = _round(copy.deepcopy(report))
-    out["tool"] = {k: ("X" if k != "name" else v) for k, v in out.get("tool", {}).items()}
-    out["created"] = FIXED_TIME
-    out["timing"] = {}
-    for layer in out["layers"]:
-        layer["seconds"] = 0.0
-    return out
+    def edit(out):
+        out.update(_round(copy.deepcopy(out)))
+        out["tool"] = {k: ("X" if k != "name" else v) for k, v in out.get("tool", {}).items()}
+        out["created"] = FIXED_TIME
+        out["timing"] = {}
+        for layer in out["layers"]:
+            layer["seconds"] = 0.0
+    return variant(report, edit)
 
 
 def check_golden(name: str, text: str) -> None:

@@ -18,7 +18,7 @@ COMMAND = re.compile(r"^::(error|warning|notice) (file=[^,]+,line=\d+,)?title=[^
 
 @pytest.fixture(scope="module")
 def leaky():
-    return scan(str(ROOT / "examples" / "paper_zoo.py") + ":mlp2", ScanOptions(input_shape=(3, 32, 32), local="off")).to_dict()
+    return scan(str(ROOT / "examples" / "paper_zoo.py") + ":mlp2", ScanOptions(input_shape=(3, 32, 32), local="off"))
 
 
 def _out(report, fmt) -> str:

@@ -3,12 +3,12 @@ import io
 import json
 
 import pytest
-from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
+from archscan_reports import ROOT, ZOO, cached_scan, variant, zoo_report
 
 from archscan import api
 from archscan.cli.main import main
-from archscan.formatters.comparison import FORMATTERS
-from archscan.report.compare import comparison, layer_diff, model_labels, worst_layer
+from archscan.formatters import render
+from archscan.report.compare import Comparison, comparison, layer_diff, model_labels, worst_layer
 
 # two widths of one conv (as cnn6 vs cnn6_d in the zoo, 36 vs 20 filters), small enough to scan in a second
 VARIANTS = '''
@@ -48,28 +48,29 @@ def zoo_cmp():
 
 
 def test_rows_per_model(zoo_cmp):
-    rows = {m["label"]: m for m in zoo_cmp["models"]}
+    rows = {m.label: m for m in zoo_cmp.models}
     assert set(rows) == {"cnn_c4", "cnn_narrow"}
-    assert rows["cnn_c4"]["verdict"] == "LEAKS" and rows["cnn_narrow"]["verdict"] == "RESISTANT"
-    assert rows["cnn_c4"]["worst_layer"]["name"] == "conv1"           # nearest the image, fully determined
-    assert rows["cnn_narrow"]["worst_layer"]["name"] == "fc"             # only the head's input leaks fully
+    assert rows["cnn_c4"].verdict == "LEAKS" and rows["cnn_narrow"].verdict == "RESISTANT"
+    assert rows["cnn_c4"].worst_layer.name == "conv1"           # nearest the image, fully determined
+    assert rows["cnn_narrow"].worst_layer.name == "fc"             # only the head's input leaks fully
     for key in ("leakage_score", "copa_index", "predicted_psnr"):
-        assert key in rows["cnn_c4"]
+        assert key in zoo_cmp.to_dict()["models"][0]
 
 
 def test_layer_diff_aligns_by_name(zoo_cmp):
-    rows = {r["name"]: r for r in zoo_cmp["layers"]}
+    rows = {r.name: r for r in zoo_cmp.layers}
     assert list(rows) == ["conv1", "conv2", "conv3", "conv4", "fc"]
-    assert rows["conv1"]["shared"] and rows["fc"]["shared"] and not rows["conv3"]["shared"]
-    assert rows["conv3"]["cells"][1] is None and zoo_cmp["shared_layers"] == 3
-    assert rows["conv2"]["changed"]
+    assert rows["conv1"].shared and rows["fc"].shared and not rows["conv3"].shared
+    assert rows["conv3"].cells[1] is None and zoo_cmp.shared_layers == 3
+    assert rows["conv2"].changed
 
 
 def test_worst_layer_none_when_nothing_is_exposed():
-    report = zoo_report("cnn_narrow")
-    for layer in report["layers"]:
-        layer["attack"]["rank"] = 0
-    assert worst_layer(report) is None
+    def unexposed(d):
+        for layer in d["layers"]:
+            layer["attack"]["rank"] = 0
+    assert worst_layer(zoo_report("cnn_narrow")) is not None
+    assert worst_layer(variant(zoo_report("cnn_narrow"), unexposed)) is None
 
 
 def test_labels_fall_back_to_specs():
@@ -98,7 +99,8 @@ def test_cli_json_and_markdown(variants, tmp_path, capsys):
     conv2 = data["layers"][1]
     assert conv2["cells"][0]["unknowns"] != conv2["cells"][1]["unknowns"] and conv2["changed"]
     buf = io.StringIO()
-    FORMATTERS["markdown"](data, buf)
+    render(Comparison.from_dict(data), "markdown", buf)
+    assert Comparison.from_dict(data).to_dict() == data
     assert "| wide |" in buf.getvalue() and "### Shared layers" in buf.getvalue()
 
 
@@ -121,4 +123,4 @@ def test_compare_errors_exit_2(capsys, argv, needle):
 def test_api_compare_is_public():
     from archscan.config import ScanOptions
     cmp = api.compare([f"{ZOO}:cnn_c4", f"{ZOO}:cnn_narrow"], ScanOptions(input_shape=(3, 32, 32)))
-    assert cmp["models"][0]["spec"].endswith("cnn_c4") and layer_diff([zoo_report("cnn_c4")])[0]["shared"]
+    assert cmp.models[0].spec.endswith("cnn_c4") and layer_diff([zoo_report("cnn_c4")])[0].shared

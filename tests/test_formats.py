@@ -23,6 +23,7 @@ from archscan.formatters import FORMATTERS, render
 from archscan.formatters.html import grid_bytes
 from archscan.report.catalogue import RULES
 from archscan.report.gate import Policy, evaluate
+from archscan.report.records import ScanReport
 
 GOLDEN_FORMATS = {"text": "txt", "json": "json", "sarif": "sarif", "junit": "junit.xml", "markdown": "md"}
 # the ids GitHub keys alerts on: never renumbered (append new ones, never reuse)
@@ -40,17 +41,17 @@ def at_root(monkeypatch):
     monkeypatch.setattr(api, "scan", cached_scan)
 
 
-def scenario(name: str) -> dict:
+def scenario(name: str) -> ScanReport:
     """leaks: cnn_c4 failing --fail-on leaks; resistant: cnn_narrow passing --fail-under 0.5."""
     if name == "leaks":
         report, policy = zoo_report("cnn_c4"), Policy(fail_on="leaks")
     else:
         report, policy = zoo_report("cnn_narrow"), Policy(fail_under=0.5, fail_on="partial")
-    report["gate"] = evaluate(report, policy).to_dict()
-    return normalise(report)
+    report = normalise(report)
+    return report.with_(gate=evaluate(report, policy))
 
 
-def rendered(report: dict, fmt: str) -> str:
+def rendered(report, fmt: str) -> str:
     buf = io.StringIO()
     render(report, fmt, buf)
     return buf.getvalue()
@@ -124,7 +125,9 @@ def test_sarif_rule_ids_are_stable(reports):
     assert {r["id"]: r["name"] for r in rules} == STABLE_IDS
     assert {k: v.name for k, v in RULES.items()} == STABLE_IDS
     # fingerprints do not depend on the line: moving the model down a line keeps every alert
-    moved = json.loads(json.dumps(reports["leaks"]).replace("paper_zoo.py:11", "paper_zoo.py:21"))
+    moved = ScanReport.from_dict(json.loads(json.dumps(reports["leaks"].to_dict()).replace("paper_zoo.py:11",
+                                                                                             "paper_zoo.py:21")))
+    moved = moved.with_(gate=reports["leaks"].gate)
     fp = lambda rep: [r["partialFingerprints"] for r in json.loads(rendered(rep, "sarif"))["runs"][0]["results"]]
     assert fp(moved) == fp(reports["leaks"])
 
@@ -159,15 +162,15 @@ def test_junit_parses_back(reports, name):
     cases = suite.findall("testcase")
     checks = [c for c in cases if c.get("classname") == "archscan.gate"]
     layers = [c for c in cases if c.get("classname") == "archscan.layers"]
-    assert len(checks) == len(reports[name]["gate"]["checks"]) and len(layers) == len(reports[name]["layers"])
+    assert len(checks) == len(reports[name].gate.checks) and len(layers) == len(reports[name].layers)
     failed = [c for c in cases if c.find("failure") is not None]
     assert int(suite.get("tests")) == len(cases) and int(suite.get("failures")) == len(failed)
     assert root.get("failures") == suite.get("failures")
     blamed = {c.get("name").split()[0] for c in layers if c.find("failure") is not None}
-    assert blamed == set(reports[name]["gate"]["responsible_layers"])
+    assert blamed == set(reports[name].gate.responsible_layers())
     assert all(c.get("file") == "examples/paper_zoo.py" and c.get("line").isdigit() for c in layers)
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
-    assert props["verdict"] == reports[name]["scores"]["verdict"]
+    assert props["verdict"] == reports[name].scores.verdict
 
 
 # ---- HTML ----------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def test_html_is_self_contained_with_plots_and_grid(reports, tmp_path):
     assert page.startswith("<!DOCTYPE html>") and "conv1" in page and "FAIL" in page
     assert not re.search(r"(src|href)=['\"](https?:|//)", page)
     assert page.count("data:image/png;base64,") == 2
-    with_grid = dict(reports["leaks"], validation={"grid_png": str(_png(tmp_path)), "best_psnr": 31.2})
+    with_grid = reports["leaks"].with_(validation={"grid_png": str(_png(tmp_path)), "best_psnr": 31.2})
     page = rendered(with_grid, "html")
     assert page.count("data:image/png;base64,") == 3 and "31.2 dB" in page
 
@@ -204,7 +207,7 @@ def _chromium():
 def test_html_screenshot_in_headless_chromium(reports, tmp_path):
     from skimage.io import imread
     page = tmp_path / "report.html"
-    page.write_text(rendered(dict(reports["leaks"], validation={"grid_png": str(_png(tmp_path))}), "html"))
+    page.write_text(rendered(reports["leaks"].with_(validation={"grid_png": str(_png(tmp_path))}), "html"))
     shot = tmp_path / "shot.png"
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2600",

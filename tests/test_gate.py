@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from archscan_reports import ROOT, ZOO, cached_scan, zoo_report
+from archscan_reports import ROOT, ZOO, cached_scan, variant, zoo_report
 
 from archscan import api
 from archscan.cli.main import main
@@ -61,8 +61,7 @@ def test_fail_on_leaks_names_the_attack_chain(leaks, resistant):
 
 
 def test_fail_on_partial_fails_partial_and_leaks(leaks):
-    partial = copy.deepcopy(leaks)
-    partial["scores"].update(verdict="PARTIAL", leakage_score=0.5)
+    partial = variant(leaks, lambda d: d["scores"].update(verdict="PARTIAL", leakage_score=0.5))
     assert not evaluate(partial, Policy(fail_on="partial")).passed
     assert evaluate(partial, Policy(fail_on="leaks")).passed
     assert not evaluate(leaks, Policy(fail_on="partial")).passed
@@ -70,7 +69,7 @@ def test_fail_on_partial_fails_partial_and_leaks(leaks):
 
 def test_fail_under_is_a_minimum_resistance(leaks, resistant):
     r = resistance(resistant)
-    assert resistance(leaks) == 0.0 and r == round(1 - resistant["scores"]["leakage_score"], 6) and 0.75 < r < 1
+    assert resistance(leaks) == 0.0 and r == round(1 - resistant.scores.leakage_score, 6) and 0.75 < r < 1
     failed = evaluate(leaks, Policy(fail_under=0.5))
     assert not failed.passed and failed.checks[0].rule_id == "AS200" and failed.checks[0].layers
     assert evaluate(resistant, Policy(fail_under=r - 0.01)).passed
@@ -79,9 +78,10 @@ def test_fail_under_is_a_minimum_resistance(leaks, resistant):
 
 def test_fail_under_needs_a_verified_figure(resistant):
     """With the optimisation view off, the chain's resistance is not established: fail-under fails."""
-    unverified = copy.deepcopy(resistant)
-    unverified["scores"].update(verdict="UNVERIFIED", verdict_note="the optimisation-attack view did not run (off)")
-    unverified["scores"]["optimisation"] = {"status": "off", "reason": "--local off"}
+    def off(d):
+        d["scores"].update(verdict="UNVERIFIED", verdict_note="the optimisation-attack view did not run (off)")
+        d["scores"]["optimisation"] = {"status": "off", "reason": "--local off", "verdict": None}
+    unverified = variant(resistant, off)
     check = evaluate(unverified, Policy(fail_under=0.1)).checks[0]
     assert not check.passed and "not established" in check.message
     assert evaluate(unverified, Policy(fail_under=0.0)).passed
@@ -93,18 +93,21 @@ def test_zero_minimum_and_no_policy_pass(leaks):
     assert evaluate(leaks, Policy()).passed and not Policy().active
 
 
-def _weaker_baseline(report):
+def _weaker(d: dict) -> None:
     """The same model with conv2 only partly determined and a lower score: what a PR regressed from."""
-    base = copy.deepcopy(report)
-    base["scores"].update(verdict="PARTIAL", leakage_score=0.8)
-    conv2 = next(l for l in base["layers"] if l["name"] == "conv2")
+    d["scores"].update(verdict="PARTIAL", leakage_score=0.8)
+    conv2 = next(l for l in d["layers"] if l["name"] == "conv2")
     conv2["status"] = "partial"
     conv2["attack"]["rank"] -= 500
-    return base
+
+
+def _weaker_baseline(report):
+    return variant(report, _weaker)
 
 
 def test_baseline_fails_only_on_regressions(leaks):
     same = evaluate(leaks, Policy(fail_on="leaks", baseline=copy.deepcopy(leaks)))
+    assert same.policy.baseline_model == leaks.model.spec
     assert same.passed, [c.message for c in same.failed]
     assert "already so in the baseline" in same.checks[0].message
 
@@ -173,8 +176,8 @@ def test_bad_gate_input_exit_2(capsys, argv, needle):
 
 def test_baseline_cli(capsys, tmp_path, leaks):
     same, worse, bad = tmp_path / "same.json", tmp_path / "worse.json", tmp_path / "bad.json"
-    same.write_text(json.dumps(leaks))
-    worse.write_text(json.dumps(_weaker_baseline(leaks)))
+    same.write_text(json.dumps(leaks.to_dict()))
+    worse.write_text(json.dumps(_weaker_baseline(leaks).to_dict()))
     bad.write_text("{not json")
     args = (f"{ZOO}:cnn_c4", "--input-shape", "3,32,32", "--fail-on", "leaks", "--baseline")
     assert run(capsys, *args, str(same))[0] == 0

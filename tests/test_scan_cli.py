@@ -149,10 +149,10 @@ def test_reports_are_written_atomically(tmp_path, monkeypatch, capsys):
     target = tmp_path / "r.json"
     target.write_text("previous")
 
-    def broken(report, fmt, stream, *rest):
+    def broken(report, fmt, stream, **style):
         stream.write("half")
         raise KeyboardInterrupt
-    monkeypatch.setattr(outputs, "_render", broken)
+    monkeypatch.setattr(outputs, "render", broken)
     with pytest.raises(KeyboardInterrupt):
         outputs.write_outputs({}, [outputs.Output("json", str(target))])
     assert target.read_text() == "previous" and list(tmp_path.iterdir()) == [target]
@@ -170,8 +170,8 @@ def test_reports_get_an_ordinary_file_mode(tmp_path):
         fresh, kept = tmp_path / "new.json", tmp_path / "old.json"
         kept.write_text("{}")
         kept.chmod(0o640)
-        outputs.write_outputs({"x": 1}, [outputs.Output("json", str(fresh)), outputs.Output("json", str(kept))],
-                              renderers={"json": lambda r, fh: fh.write("{}")})
+        for path in (fresh, kept):
+            outputs.write_file(str(path), lambda fh: fh.write("{}"))
     finally:
         os.umask(mask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o644 and stat.S_IMODE(kept.stat().st_mode) == 0o640

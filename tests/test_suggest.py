@@ -56,7 +56,7 @@ def loaded(module: nn.Module) -> LoadedModel:
 @pytest.fixture(scope="module")
 def leaky_report():
     model, opts = net(), ScanOptions(input_shape=SHAPE)
-    return model, opts, scan_loaded(loaded(model), opts).to_dict()
+    return model, opts, scan_loaded(loaded(model), opts)
 
 
 def test_halving_filters_refits_the_next_layers_with_their_leading_slice():
@@ -92,7 +92,7 @@ def test_candidates_cover_bias_activation_convs_and_settings(leaky_report):
 def test_the_best_edit_is_a_real_rescan_and_the_gate_blames_its_layers(leaky_report):
     model, opts, report = leaky_report
     policy = Policy(fail_on="leaks")
-    assert report["scores"]["verdict"] == "LEAKS"
+    assert report.scores.verdict == "LEAKS"
     found = suggest(loaded(model), report, opts, policy, first_only=True)
     best = found.best
     assert best is not None and best.works and best.gate_passed and found.outcomes[-1] is best
@@ -100,10 +100,10 @@ def test_the_best_edit_is_a_real_rescan_and_the_gate_blames_its_layers(leaky_rep
     edited, edited_opts = apply(best.edit, model, opts)
     if best.edit.architecture:
         fit_downstream(edited, SHAPE, opts.seed)
-    again = scan_loaded(loaded(edited), edited_opts).to_dict()
-    assert again["scores"]["verdict"] == best.verdict and again["scores"]["leakage_score"] == best.leakage_score
+    again = scan_loaded(loaded(edited), edited_opts)
+    assert again.scores.verdict == best.verdict and again.scores.leakage_score == best.leakage_score
     assert evaluate(again, policy).passed
-    with_fix = dict(report, suggestions=found.to_dict())
+    with_fix = report.with_(suggestions=found)
     result = evaluate(with_fix, policy)
     assert not result.passed and result.responsible_layers() == list(best.edit.layers)
     assert "measured fix: " + best.edit.change in result.failed[0].message
@@ -147,7 +147,7 @@ def test_an_edit_the_model_cannot_take_is_recorded_not_raised(tmp_path):
     from archscan.pipeline import load
     opts = ScanOptions(input_shape=SHAPE)
     model = load(f"{src}:residual", opts)
-    report = scan_loaded(model, opts).to_dict()
+    report = scan_loaded(model, opts)
     found = suggest(model, report, opts)
     broken = [o for o in found.outcomes if o.edit.kind in ("stride", "pool")]   # the skip sum no longer adds up
     assert broken and all(o.error and o.verdict is None and not o.works for o in broken)
@@ -158,6 +158,7 @@ def test_the_library_verb(tmp_path):
     src = tmp_path / "models.py"
     src.write_text(MODEL)
     report = api.suggest(f"{src}:leaky", ScanOptions(input_shape=SHAPE), fail_on="leaks")
-    s = report["suggestions"]
-    assert s["target"] == "gate" and s["complete"] and s["best"]
-    assert not report["gate"]["passed"] and report["gate"]["responsible_layers"]
+    s = report.suggestions
+    assert s.target == "gate" and s.complete and s.best
+    assert not report.gate.passed and report.gate.responsible_layers()
+    assert report.to_dict()["suggestions"]["best"] == s.best.edit.id

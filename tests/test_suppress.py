@@ -84,6 +84,12 @@ def test_text_output_says_how_many_were_suppressed(tmp_path, capsys):
     assert "suppressed by --ignore" in capsys.readouterr().out
 
 
-def test_apply_is_a_no_op_without_suppressions():
-    report = {"findings": [{"rule_id": "AS001", "source": None}]}
-    assert apply(report)["findings"] == [{"rule_id": "AS001", "source": None}] and report["suppressed"] == []
+def test_apply_is_a_no_op_without_suppressions(monkeypatch):
+    from archscan_reports import ROOT, zoo_report
+    monkeypatch.chdir(ROOT)
+    report = zoo_report("cnn_c4", local="off")
+    out = apply(report)
+    assert out.findings == report.findings and out.findings and out.suppressed == ()
+    assert report.suppressed is None                      # a new record; the scan's own is untouched
+    hidden = apply(report, ignore=("AS001",))
+    assert [f.suppressed_by for f in hidden.suppressed] == ["--ignore"] and len(hidden.findings) == len(out.findings) - 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 from archscan_reports import ROOT, cached_scan
@@ -13,7 +14,7 @@ from archscan_reports import ROOT, cached_scan
 from archscan import api
 from archscan.cli.main import main
 from archscan.config import ScanOptions
-from archscan.formatters import render, render_validation, tables, text
+from archscan.formatters import render, tables, text
 from archscan.formatters.comparison import render_text as compare_text
 from archscan.report.compare import comparison
 
@@ -30,8 +31,8 @@ def at_root(monkeypatch):
         monkeypatch.delenv(k, raising=False)
 
 
-def _report(spec: str) -> dict:
-    return cached_scan(spec, ScanOptions(input_shape=(3, 32, 32), local="off")).to_dict()
+def _report(spec: str):
+    return cached_scan(spec, ScanOptions(input_shape=(3, 32, 32), local="off"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def reports():
     return {"cnn_c4": _report("examples/paper_zoo.py:cnn_c4"), "resnet_tiny": _report("examples/resnet.py:resnet_tiny")}
 
 
-def _json(report: dict) -> dict:
+def _json(report) -> dict:
     buf = io.StringIO()
     render(report, "json", buf)
     return json.loads(buf.getvalue())
@@ -62,12 +63,12 @@ def test_table_fits_the_width_and_keeps_the_important_columns(reports, name, wid
     header = lines[0].split("  ")
     assert all(k in [h.strip() for h in header] for k in KEPT)
     body, _ = _table_part(lines)
-    tree = text.nested(report["layers"])
+    tree = text.nested(report.layers)
     for row, (depth, label, layer) in zip(body[2:], tree):   # one line a row: nothing wrapped at these widths
         assert row.startswith(text.INDENT * depth + label)
         if layer is not None:                                 # the kept cells whole, in their column
-            assert re.search(rf"\s{re.escape(text._rank(layer))}\s+{layer['deficiency']}\s", row)
-            assert row.split()[-1] == layer["status"]
+            assert re.search(rf"\s{re.escape(text._rank(layer))}\s+{layer.deficiency}\s", row)
+            assert row.split()[-1] == layer.status
     assert body[2 + len(tree)].startswith("---") and body[3 + len(tree)].startswith("total")
 
 
@@ -132,7 +133,7 @@ def test_rows_nest_by_module_path(reports):
     assert names[names.index("layer1"):names.index("layer1") + 4] == ["layer1", "  0", "    conv1", "    conv2"]
     assert names[0] == "conv1" and "fc" in names
     # a module left and re-entered opens its group again; a functional layer named by its module is a row
-    flat = [{"name": n} for n in ("a.x", "b", "a.y", "c", "c.z")]
+    flat = [SimpleNamespace(name=n) for n in ("a.x", "b", "a.y", "c", "c.z")]
     assert [(d, label) for d, label, _ in text.nested(flat)] == [
         (0, "a"), (1, "x"), (0, "b"), (0, "a"), (1, "y"), (0, "c"), (1, "z")]
 
@@ -208,7 +209,9 @@ def test_validate_zoo_table_fits_the_width(monkeypatch):
               "spearman_interval": [0.5, 1.0], "quality_ceiling_db": 48.131}
     for width in (50, 200):
         monkeypatch.setenv("COLUMNS", str(width))
-        lines = render_validation(report, "text").splitlines()
+        buf = io.StringIO()
+        render(report, "text", buf)
+        lines = buf.getvalue().splitlines()
         table = lines[:next(i for i, l in enumerate(lines) if l.startswith("within 4 dB"))]
         assert all(len(l) <= width for l in table) and "paper_zoo.py:m2" in "\n".join(table)
         assert any(l.startswith("hidden for width:") for l in table) == (width == 50)

@@ -49,11 +49,15 @@ def test_zoo_page_shows_every_model_its_winning_configuration_and_the_scatter():
 
 def test_markdown_for_one_model_and_for_a_zoo(capsys):
     from archscan.cli.main import main
-    from archscan.formatters import render_validation
+    import io
+
+    from archscan.formatters import render
     code = main(["validate", f"{ROOT}/examples/paper_zoo.py:cnn_narrow", "--input-shape", "3,32,32", "--images", "1",
                  "--attacks", "prior,analytic", "--local", "off", "--format", "markdown"])
     md = capsys.readouterr().out
     assert code == 0 and md.startswith("## archscan validate:") and "| astronaut |" in md
     assert "**analytic** skipped:" in md
-    zoo = render_validation(_zoo_report(), "markdown")
+    buf = io.StringIO()
+    render(_zoo_report(), "markdown", buf)
+    zoo = buf.getvalue()
     assert zoo.count("| `paper_zoo.py:m") == 3 and "ig tv=1e-02" in zoo and "[0.5, 1.0]" in zoo

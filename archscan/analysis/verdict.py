@@ -3,7 +3,7 @@ chain) and what optimisation attacks recover (the Jacobian of the gradient map).
 earned: it needs both views, so a view that did not run makes the answer UNVERIFIED, never safe."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from archscan import config
 from archscan.defences import adds_noise, unmodelled_note
@@ -44,10 +44,6 @@ class ChainView:
     via: str | None              # the layer that determines (part of) the image, if any
     stopped_at: str | None       # the op nearest the image where the chain loses the value
 
-    def to_dict(self) -> dict:
-        return {"verdict": self.quality.verdict, **_quality(self.quality), "image_status": self.image_status,
-                "via": self.via, "stopped_at": self.stopped_at}
-
 
 @dataclass(frozen=True)
 class OptimisationView:
@@ -65,27 +61,19 @@ class OptimisationView:
     def verdict(self) -> Verdict | None:
         return self.quality.verdict if self.status == ViewStatus.RAN and self.quality else None
 
-    def to_dict(self) -> dict:
-        out = {"status": self.status, "reason": self.reason, "verdict": self.verdict}
-        if self.quality is not None:
-            out.update(_quality(self.quality))
-        out.update({"leakage_interval": _pair(self.leakage_interval), "psnr_interval": _pair(self.psnr_interval),
-                    "directions": self.directions, **self.details})
-        return out
 
+@dataclass(frozen=True)
+class Decision:
+    """The model's verdict, which view decided it, why (``note``) and that view's figures."""
 
-def _quality(q: Quality) -> dict:
-    d = asdict(q)
-    d["prediction_method"] = d.pop("method")
-    return d
-
-
-def _pair(v):
-    return list(v) if v is not None else None
+    verdict: Verdict
+    decided_by: str              # chain | optimisation
+    note: str
+    quality: Quality
 
 
 def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...] = (),
-            defences: tuple = (), fedavg=None) -> dict:
+            defences: tuple = (), fedavg=None) -> Decision:
     """The model's verdict and the figures of the view that decides it (the larger leakage).
     ``unsupported``: ops no layer family handles; the note says how the verdict treated them.
     ``defences``: with Gaussian noise on the update the chain's exact solve does not apply, so the
@@ -93,14 +81,13 @@ def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...
     one local step (the update is not one gradient at the shared weights)."""
     inexact = _chain_inexact(defences, fedavg)
     if opt.status == ViewStatus.RAN and inexact:
-        return {"verdict": opt.verdict, "decided_by": "optimisation",
-                "verdict_note": _join(inexact, _unsupported_note(unsupported, opt) if unsupported else "",
-                                      unmodelled_note(defences)), **_quality(opt.quality)}
+        note = _join(inexact, _unsupported_note(unsupported, opt) if unsupported else "", unmodelled_note(defences))
+        return Decision(opt.verdict, "optimisation", note, opt.quality)
     if inexact:        # the view that should decide did not run: the chain's figure, never safe
-        return {"verdict": Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED), "decided_by": "chain",
-                "verdict_note": _join(inexact, f"the optimisation-attack view did not run: {opt.reason}",
-                                      _unsupported_note(unsupported, opt) if unsupported else "",
-                                      unmodelled_note(defences)), **_quality(chain.quality)}
+        return Decision(Verdict.worst(chain.quality.verdict, Verdict.UNVERIFIED), "chain",
+                        _join(inexact, f"the optimisation-attack view did not run: {opt.reason}",
+                              _unsupported_note(unsupported, opt) if unsupported else "",
+                              unmodelled_note(defences)), chain.quality)
     use_opt = opt.verdict is not None and opt.quality.leakage_score > chain.quality.leakage_score
     best = opt.quality if use_opt else chain.quality
     if opt.status == ViewStatus.RAN:
@@ -114,8 +101,7 @@ def combine(chain: ChainView, opt: OptimisationView, unsupported: tuple[str, ...
     if unsupported:
         note = _join(note, _unsupported_note(unsupported, opt))
     note = _join(note, unmodelled_note(defences))
-    return {"verdict": verdict, "decided_by": "optimisation" if use_opt else "chain", "verdict_note": note,
-            **_quality(best)}
+    return Decision(verdict, "optimisation" if use_opt else "chain", note, best)
 
 
 def _chain_inexact(defences: tuple, fedavg) -> str:

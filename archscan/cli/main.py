@@ -20,7 +20,10 @@ from archscan.cli.sweep import add_sweep_parser, run_sweep
 from archscan.cli.validate import add_validate_parser, run_validate
 from archscan.errors import InputError
 
-FORMATS = ("text", "json", "sarif", "junit", "markdown", "html")
+# the formatter registry's names (formatters.REGISTRY; tests/test_records.py keeps them equal), spelled
+# here so that building the parser does not import the renderers
+FORMATS = ("text", "json", "sarif", "junit", "markdown", "html", "github", "gitlab")
+COMPARE_FORMATS = ("text", "json", "markdown")
 THREAT_DEFAULTS = {"input_shape": None, "num_classes": None, "model_args": {}, "batch_size": 1,
                    "labels": "inferred", "bn_mode": "eval", "relu_active": 0.5, "seed": 0,
                    "local": "auto", "local_budget": None, "device": "cpu", "strict": False, "defence": None,
@@ -101,7 +104,7 @@ def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="scan several models under one threat model, side by side")
     p.add_argument("models", nargs="+", metavar="MODEL", help="two or more model specs, as for scan")
     _model_options(p, weights=False)
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--format", choices=COMPARE_FORMATS, default="text")
     _common_options(p)
 
 
@@ -156,7 +159,7 @@ def _options(s: dict):
                        relu_active=float(s["relu_active"]), seed=s["seed"], weights=s.get("weights"),
                        model_args=s["model_args"], local=s.get("local") or "auto",
                        local_budget=s.get("local_budget"), device=_device(s.get("device") or "cpu"),
-                       strict=bool(s.get("strict")), defences=defences_of(s.get("defence")),
+                       strict=bool(s.get("strict")) or os.environ.get("ARCHSCAN_STRICT") == "1", defences=defences_of(s.get("defence")),
                        fedavg=fedavg_of(s))
 
 
@@ -172,10 +175,10 @@ def _device(name: str) -> str:
 
 def _policy(s: dict):
     from archscan.config.pyproject import load_baseline
-    from archscan.report.gate import Policy
+    from archscan.report.gate import Policy, baseline_report
     if s["fail_under"] is not None and not 0.0 <= s["fail_under"] <= 1.0:
         raise InputError(f"--fail-under {s['fail_under']}: must be in [0, 1] (a resistance score, 1 - leakage score)")
-    baseline = load_baseline(s["baseline"]) if s["baseline"] else None
+    baseline = baseline_report(load_baseline(s["baseline"]), s["baseline"]) if s["baseline"] else None
     return Policy(fail_under=s["fail_under"], fail_on=s["fail_on"], baseline=baseline, baseline_path=s["baseline"])
 
 
@@ -204,42 +207,41 @@ def run_scan(args) -> int:
     with progress.Progress(f"scanning {s['model']}", enabled=progress.wanted(quiet=s["quiet"])) as bar, \
             boundary.model_output_to_stderr():
         loaded = load(s["model"], options)
-        report = scan_loaded(loaded, options).to_dict()
-        _suggestions(report, loaded, options, policy, mode, bar)
-    suppress.apply(report, select, ignore)
+        report = _suggestions(scan_loaded(loaded, options), loaded, options, policy, mode, bar)
+    report = suppress.apply(report, select, ignore)
     if policy.active:
-        report["gate"] = evaluate(report, policy).to_dict()
+        report = report.with_(gate=evaluate(report, policy))
     shown = write_outputs(report, outputs, quiet=s["quiet"], colour=args.color)
     return EXIT_OK if args.command == "suggest" else _gate_exit(report, shown, s)
 
 
-def _suggestions(report: dict, loaded, options, policy, mode: str, bar) -> None:
-    """``report["suggestions"]`` per ``--suggest`` (off | on-fail | on) or ``archscan suggest`` (all)."""
+def _suggestions(report, loaded, options, policy, mode: str, bar):
+    """The report with its ``suggestions`` per ``--suggest`` (off | on-fail | on) or ``archscan
+    suggest`` (all)."""
     from archscan.suggest import needed, suggest
     if mode == "off" or (mode == "on-fail" and not (policy.active and needed(report, policy))):
-        return
+        return report
     def step(i, n, edit):
         bar.update(i, f"trying {edit.change} ({i + 1}/{n})")
-    report["suggestions"] = suggest(loaded, report, options, policy, first_only=mode != "all",
-                                    on_candidate=step).to_dict()
+    return report.with_(suggestions=suggest(loaded, report, options, policy, first_only=mode != "all",
+                                            on_candidate=step))
 
 
-def _gate_exit(report: dict, shown: bool, s: dict) -> int:
+def _gate_exit(report, shown: bool, s: dict) -> int:
     """Say the gate's outcome on stderr (unless the text report on stdout already did); exit code."""
     from archscan.formatters.text import gate
-    g = report.get("gate")
+    g = report.gate
     if g is None:
         return EXIT_OK
-    if not shown and (not g["passed"] or not s["quiet"]):
+    if not shown and (not g.passed or not s["quiet"]):
         lines = gate(report)
         sys.stderr.write("\n".join(["archscan: " + " ".join(lines[0].split())] + lines[1:]) + "\n")
-    return EXIT_OK if g["passed"] or s["exit_zero"] else EXIT_GATE
+    return EXIT_OK if g.passed or s["exit_zero"] else EXIT_GATE
 
 
 def run_compare(args) -> int:
     from archscan.api import compare
     from archscan.cli import progress
-    from archscan.formatters.comparison import FORMATTERS
     from archscan.formatters.outputs import Output, check_outputs, write_outputs
     s = settings(args, {**THREAT_DEFAULTS, "quiet": False})
     outputs = [Output(args.format, args.output)]
@@ -247,7 +249,7 @@ def run_compare(args) -> int:
     with progress.Progress("comparing", total=len(args.models), enabled=progress.wanted(quiet=s["quiet"])) as bar, \
             boundary.model_output_to_stderr():
         result = compare(args.models, _options(s), on_model=lambda i, spec: bar.update(i, f"scanning {spec}"))
-    write_outputs(result, outputs, renderers=FORMATTERS)
+    write_outputs(result, outputs)
     return EXIT_OK
 
 

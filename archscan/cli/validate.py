@@ -1,6 +1,7 @@
 """`archscan validate`: parse -> validation -> formatter -> exit code."""
 from __future__ import annotations
 
+import io
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -115,7 +116,8 @@ def _value(raw: str, default):
 def run_validate(args) -> int:
     from archscan.errors import InputError
     from archscan.cli.boundary import model_output_to_stderr
-    from archscan.formatters.outputs import Output, check_outputs, write_outputs
+    from archscan.formatters import render
+    from archscan.formatters.outputs import Output, check_outputs, write_file
     opts = _options(args)
     out = Path(args.output) if args.output else None
     name = {"json": "report.json", "html": "report.html", "markdown": "report.md"}.get(args.format, "report.txt")
@@ -126,16 +128,12 @@ def run_validate(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     with model_output_to_stderr(), _figures(out, args.format) as figures:
         report = _run(args, opts, figures)
-        text = _render(report, args.format)
+        page = io.StringIO()       # while the figures exist: the HTML page embeds them
+        render(report, args.format, page)
     if out:
-        write_outputs(text, [Output(args.format, str(out / name))], renderers={args.format: lambda t, fh: fh.write(t)})
-    sys.stdout.write(text)
+        write_file(str(out / name), lambda fh: fh.write(page.getvalue()))
+    sys.stdout.write(page.getvalue())
     return 0
-
-
-def _render(report: dict, fmt: str) -> str:
-    from archscan.formatters import render_validation
-    return render_validation(report, fmt)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import json
 from urllib.parse import unquote
 
 from archscan.formatters.sarif import finding_items, fingerprint, location
+from archscan.report.records import ScanReport
 
 GITHUB_LEVEL = {"error": "error", "warning": "warning", "note": "notice"}
 GITLAB_SEVERITY = {"error": "critical", "warning": "major", "note": "info"}
@@ -30,18 +31,18 @@ def _message(item: dict) -> str:
     return item["message"] + (f" (layer {layer})" if layer and layer not in item["message"] else "")
 
 
-def render_github(report: dict, stream) -> None:
+def render_github(report: ScanReport, stream) -> None:
     """One workflow command per item, then a notice with the verdict (what the job log shows)."""
     for item in finding_items(report):
         uri, line = location(report, item["source"])
         props = f"file={_escape_property(_path(uri))},line={line},title={_escape_property('archscan ' + item['rule_id'])}"
         stream.write(f"::{GITHUB_LEVEL.get(item['level'], 'warning')} {props}::{_escape_data(_message(item))}\n")
-    s = report["scores"]
-    stream.write(f"::notice title=archscan verdict::{_escape_data(report['model']['spec'])}: {s['verdict']}, "
-                 f"leakage score {s['leakage_score']:.3f}, predicted PSNR {s['predicted_psnr']:.1f} dB\n")
+    s = report.scores
+    stream.write(f"::notice title=archscan verdict::{_escape_data(report.model.spec)}: {s.verdict}, "
+                 f"leakage score {s.leakage_score:.3f}, predicted PSNR {s.predicted_psnr:.1f} dB\n")
 
 
-def render_gitlab(report: dict, stream) -> None:
+def render_gitlab(report: ScanReport, stream) -> None:
     """GitLab Code Quality: ``[{description, check_name, fingerprint, severity, location}]``."""
     out = []
     for item in finding_items(report):

@@ -2,6 +2,7 @@
 import json
 
 
-def render(report: dict, stream) -> None:
-    json.dump(report, stream, indent=2, sort_keys=False, default=str)
+def render(report, stream) -> None:
+    """``report``: a ScanReport (its ``to_dict()``: the one place the scan report becomes a dict)."""
+    json.dump(report.to_dict(), stream, indent=2, sort_keys=False, default=str)
     stream.write("\n")

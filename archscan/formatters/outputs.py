@@ -53,26 +53,32 @@ def check_outputs(outputs: list[Output], inputs: dict) -> None:
             raise InputError(f"--format {out.fmt}:{out.path}: cannot write there ({existing} is not a writable folder)")
 
 
-def write_outputs(report: dict, outputs: list[Output], quiet: bool = False, renderers=None, colour: str = "auto") -> bool:
-    """Render every output (files atomically: a temporary file beside it, then renamed, so an
-    interrupted run leaves the previous file intact); True when text went to standard output."""
+def write_outputs(report, outputs: list[Output], quiet: bool = False, colour: str = "auto") -> bool:
+    """Render every output (files atomically, ``write_file``); True when text went to standard output."""
     for out in outputs:
         if out.path is None:
-            _render(report, out.fmt, sys.stdout, quiet, renderers, colour)
-            continue
-        path = Path(out.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                _render(report, out.fmt, fh, quiet, renderers, "never" if colour == "auto" else colour)
-            os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600; a report is an ordinary file
-            os.replace(tmp, os.path.realpath(path) if path.is_symlink() else path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        _name_if_outside(path)
+            render(report, out.fmt, sys.stdout, quiet=quiet, colour=colour)
+        else:
+            write_file(out.path, lambda fh, fmt=out.fmt: render(report, fmt, fh, quiet=quiet,
+                                                                 colour="never" if colour == "auto" else colour))
     return any(o.fmt == "text" and o.path is None for o in outputs)
+
+
+def write_file(target: str, write) -> None:
+    """``write(stream)`` into ``target`` atomically: a temporary file beside it, then renamed, so an
+    interrupted run leaves the previous file intact; said on stderr when outside the working directory."""
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            write(fh)
+        os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600; a report is an ordinary file
+        os.replace(tmp, os.path.realpath(path) if path.is_symlink() else path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _name_if_outside(path)
 
 
 def _file_mode(path: Path) -> int:
@@ -92,9 +98,3 @@ def _name_if_outside(path: Path) -> None:
     if here not in real.parents:
         print(f"archscan: wrote {real} (outside the working directory {here})", file=sys.stderr)
 
-
-def _render(report, fmt, stream, quiet, renderers, colour="auto") -> None:
-    if renderers is None:
-        render(report, fmt, stream, quiet=quiet, colour=colour)
-    else:
-        renderers[fmt](report, stream)

@@ -15,18 +15,18 @@ from pathlib import Path
 from urllib.parse import quote
 
 from archscan.report.catalogue import RULES, rule
-from archscan.report.records import named_sources
+from archscan.report.records import Finding, ScanReport, named_sources
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = ("error", "warning", "note")
 
 
-def render(report: dict, stream) -> None:
+def render(report: ScanReport, stream) -> None:
     json.dump(sarif_log(report), stream, indent=2)
     stream.write("\n")
 
 
-def sarif_log(report: dict) -> dict:
+def sarif_log(report: ScanReport) -> dict:
     items = finding_items(report) + _suppressed_items(report)
     ids = list(dict.fromkeys([*RULES, *(i["rule_id"] for i in items)]))  # every rule: stable ruleIndex
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [{
@@ -39,22 +39,22 @@ def sarif_log(report: dict) -> dict:
     }]}
 
 
-def automation_id(report: dict) -> str:
+def automation_id(report: ScanReport) -> str:
     """Code scanning's category of this run: ``ARCHSCAN_SARIF_CATEGORY`` when set (the Action's
     ``sarif-category``; upload-sarif never overrides an id the file already has), else one per model."""
     category = os.environ.get("ARCHSCAN_SARIF_CATEGORY", "").strip().strip("/")
     return f"{category}/" if category else f"archscan/{_model_key(report)}/"
 
 
-def _invocation(report: dict) -> dict:
+def _invocation(report: ScanReport) -> dict:
     out = {"executionSuccessful": True}
-    if report.get("created"):
-        out["endTimeUtc"] = report["created"]
+    if report.created:
+        out["endTimeUtc"] = report.created
     return out
 
 
-def _driver(report: dict, ids: list[str]) -> dict:
-    version = report.get("tool", {}).get("version", "0")
+def _driver(report: ScanReport, ids: list[str]) -> dict:
+    version = report.tool.get("version", "0")
     return {"name": "archscan", "version": version, "semanticVersion": version,
             "rules": [_rule(rule(i)) for i in ids]}
 
@@ -72,29 +72,30 @@ def _problem(level: str) -> str:
     return {"error": "error", "warning": "warning"}.get(level, "recommendation")
 
 
-def finding_items(report: dict) -> list[dict]:
+def finding_items(report: ScanReport) -> list[dict]:
     """Findings, then failed gate checks (one per check, at the first layer it names)."""
-    out = [{"rule_id": f["rule_id"], "level": f["severity"] if f["severity"] in LEVELS else "warning",
-            "message": f["message"], "layer": f.get("layer"), "source": f.get("source"), "related": ()}
-           for f in report["findings"]]
+    out = [_item(f) for f in report.findings]
     sources = named_sources(report)
-    for c in (report.get("gate") or {}).get("checks", []):
-        if not c["passed"]:
-            first = c["layers"][0] if c["layers"] else None
-            out.append({"rule_id": c["rule_id"], "level": "error", "message": f"archscan gate: {c['message']}",
+    for c in report.gate.checks if report.gate is not None else ():
+        if not c.passed:
+            first = c.layers[0] if c.layers else None
+            out.append({"rule_id": c.rule_id, "level": "error", "message": f"archscan gate: {c.message}",
                         "layer": first, "source": sources.get(first),
-                        "related": tuple((n, sources.get(n)) for n in c["layers"][1:])})
+                        "related": tuple((n, sources.get(n)) for n in c.layers[1:])})
     return out
 
 
-def _suppressed_items(report: dict) -> list[dict]:
+def _item(f: Finding) -> dict:
+    return {"rule_id": f.rule_id, "level": f.severity if f.severity in LEVELS else "warning",
+            "message": f.message, "layer": f.layer, "source": f.source, "related": ()}
+
+
+def _suppressed_items(report: ScanReport) -> list[dict]:
     """Suppressed findings stay in SARIF, marked as such (code scanning shows them as dismissed)."""
-    return [{"rule_id": f["rule_id"], "level": f["severity"] if f["severity"] in LEVELS else "warning",
-             "message": f["message"], "layer": f.get("layer"), "source": f.get("source"), "related": (),
-             "suppressed_by": f["suppressed_by"]} for f in report.get("suppressed") or []]
+    return [{**_item(f), "suppressed_by": f.suppressed_by} for f in report.suppressed or ()]
 
 
-def _result(report: dict, item: dict, index: int) -> dict:
+def _result(report: ScanReport, item: dict, index: int) -> dict:
     uri, line = location(report, item["source"])
     layer = item["layer"] or "model"
     message = item["message"] + (f" (layer {item['layer']})" if item["layer"] and item["layer"] not in item["message"] else "")
@@ -118,13 +119,13 @@ def _physical(uri: str, line: int, layer: str) -> dict:
             "logicalLocations": [{"name": layer, "kind": "module"}]}
 
 
-def location(report: dict, source: str | None) -> tuple[str, int]:
+def location(report: ScanReport, source: str | None) -> tuple[str, int]:
     """(uri, line) for a ``file:line`` source, else the model's own file."""
     if source:
         path, _, line = source.rpartition(":")
         if path and line.isdigit():
             return _uri(path), max(int(line), 1)
-    return model_location(report["model"]["spec"])
+    return model_location(report.model.spec)
 
 
 def model_location(spec: str) -> tuple[str, int]:
@@ -182,24 +183,23 @@ def repo_root() -> Path | None:
     return next((d for d in (here, *here.parents) if (d / ".git").exists()), None)
 
 
-def _model_key(report: dict) -> str:
-    spec = report["model"]["spec"]
+def _model_key(report: ScanReport) -> str:
+    spec = report.model.spec
     where, _, name = spec.rpartition(":")
     if spec.endswith(".pt2") or not where:
         return Path(spec).name
     return f"{Path(where).stem if where.endswith('.py') else where}:{name}"
 
 
-def fingerprint(report: dict, item: dict) -> str:
+def fingerprint(report: ScanReport, item: dict) -> str:
     key = "|".join([item["rule_id"], _model_key(report), item["layer"] or "", item["message"] if not item["layer"] else ""])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _run_properties(report: dict) -> dict:
-    s = report["scores"]
-    props = {"model": report["model"]["spec"], "verdict": s["verdict"], "leakageScore": s["leakage_score"],
-             "copaIndex": s["copa_index"], "predictedPsnr": s["predicted_psnr"],
-             "schemaVersion": report.get("schema_version")}
-    if report.get("gate"):
-        props["gatePassed"] = report["gate"]["passed"]
+def _run_properties(report: ScanReport) -> dict:
+    s = report.scores
+    props = {"model": report.model.spec, "verdict": s.verdict, "leakageScore": s.leakage_score,
+             "copaIndex": s.copa_index, "predictedPsnr": s.predicted_psnr, "schemaVersion": report.schema_version}
+    if report.gate is not None:
+        props["gatePassed"] = report.gate.passed
     return props

@@ -17,7 +17,7 @@ import os
 from archscan.defences import threat_suffix
 from archscan.formatters import suggestions, tables
 from archscan.formatters.tables import Column
-from archscan.report.records import named_sources
+from archscan.report.records import LayerRecord, ScanReport, Scores, named_sources
 
 LAYER_COLUMNS = (
     Column("layer", wrap=True), Column("type", drop=7), Column("kernel", drop=5), Column("stride", drop=4),
@@ -32,9 +32,9 @@ WORD_STYLE = {"LEAKS": "bold red", "PARTIAL": "bold yellow", "UNVERIFIED": "bold
 INDENT = "  "   # per level of the module path
 
 
-def _rank(layer: dict) -> str:
-    st = layer["ranks"]["stack"]
-    return str(st["hi"]) if st["exact"] else f"{st['lo']}-{st['hi']}"
+def _rank(layer: LayerRecord) -> str:
+    st = layer.ranks.stack
+    return str(st.hi) if st.exact else f"{st.lo}-{st.hi}"
 
 
 def _shape(s) -> str:
@@ -42,12 +42,12 @@ def _shape(s) -> str:
 
 
 def _pair(v) -> str:
-    """A kernel [3, 3] -> '3x3'; null (not a convolution) -> ''."""
+    """A kernel (3, 3) -> '3x3'; None (not a convolution) -> ''."""
     return "" if not v else "x".join(str(x) for x in v)
 
 
 def _stride(v) -> str:
-    """[2, 2] -> '2', [1, 2] -> '1x2'."""
+    """(2, 2) -> '2', (1, 2) -> '1x2'."""
     return _pair(v[:1] if v and len(set(v)) == 1 else v)
 
 
@@ -55,13 +55,13 @@ def _count(n) -> str:
     return "" if n is None else f"{n:,}"
 
 
-def nested(layers: list[dict]) -> list[tuple[int, str, dict | None]]:
+def nested(layers) -> list[tuple[int, str, LayerRecord | None]]:
     """(depth, label, layer or None for a module's group row) in the layers' order: a layer
     ``layer1.0.conv1`` is ``conv1`` at depth 2 under the group rows ``layer1`` and ``0`` (each opened
     once for a run of layers inside it; a module left and re-entered is opened again)."""
     out, open_path = [], []
     for layer in layers:
-        parts = layer["name"].split(".")
+        parts = layer.name.split(".")
         common = 0
         while common < min(len(open_path), len(parts) - 1) and open_path[common] == parts[common]:
             common += 1
@@ -71,148 +71,146 @@ def nested(layers: list[dict]) -> list[tuple[int, str, dict | None]]:
     return out
 
 
-def _row(label: str, l: dict) -> tuple:
-    rows = l["rows"]
-    return (label, l["type"], _pair(l.get("kernel")), _stride(l.get("stride")),
-            f"{_shape(l['in_shape'])} -> {_shape(l['out_shape'])}", _count(l.get("params")), str(l["unknowns"]),
-            f"{rows['forward']}/{rows['gradient']}/{rows['padding']}", _rank(l), str(l["deficiency"]),
-            f"{l['attack']['rows']} ({l['attack']['rank']})", l["status"])
+def _row(label: str, l: LayerRecord) -> tuple:
+    rows = l.rows
+    return (label, l.type, _pair(l.kernel), _stride(l.stride),
+            f"{_shape(l.in_shape)} -> {_shape(l.out_shape)}", _count(l.params), str(l.unknowns),
+            f"{rows.forward}/{rows.gradient}/{rows.padding}", _rank(l), str(l.deficiency),
+            f"{l.attack.rows} ({l.attack.rank})", l.status)
 
 
-def _totals(layers: list[dict]) -> tuple:
+def _totals(layers) -> tuple:
     """The totals row: the parameters of the layers in the table (the parametric layers: a
     BatchNorm's affine parameters are not among them), and the layers counted per status."""
-    params = [l["params"] for l in layers if l.get("params") is not None]
-    counts = {s: sum(l["status"] == s for l in layers) for s in STATUS_ORDER}
+    params = [l.params for l in layers if l.params is not None]
+    counts = {s: sum(l.status == s for l in layers) for s in STATUS_ORDER}
     cells = {"layer": "total", "params": _count(sum(params)) if params else "",
              "status": "\n".join(f"{n} {s}" for s, n in counts.items() if n)}
     return tuple(cells.get(c.header, "") for c in LAYER_COLUMNS)
 
 
-def rows(report: dict) -> list[tuple]:
+def rows(report: ScanReport) -> list[tuple]:
     """The table's rows (without the header): group and layer rows, then the totals row."""
     body = [_row(INDENT * d + label, l) if l else (INDENT * d + label,) + ("",) * (len(LAYER_COLUMNS) - 1)
-            for d, label, l in nested(report["layers"])]
-    return body + [_totals(report["layers"])]
+            for d, label, l in nested(report.layers)]
+    return body + [_totals(report.layers)]
 
 
-def table(report: dict, colour: bool = False, width: int | None = None) -> list[str]:
+def table(report: ScanReport, colour: bool = False, width: int | None = None) -> list[str]:
     """The layer table as lines no wider than ``width`` (default: ``tables.output_width()``)."""
     body = rows(report)
-    styles = [("dim" if l is None else ROW_STYLE.get(l["status"])) for _, _, l in nested(report["layers"])]
+    styles = [("dim" if l is None else ROW_STYLE.get(l.status)) for _, _, l in nested(report.layers)]
     return tables.draw(list(LAYER_COLUMNS), body, width or tables.output_width(), colour, styles + ["bold"],
                        sections=(len(body) - 2,))
 
 
-def _verdict_line(report: dict) -> str:
-    s = report["scores"]
-    line = (f"verdict    {s['verdict']}  leakage score {s['leakage_score']:.3f}  "
-            f"predicted PSNR {s['predicted_psnr']:.1f} dB")
-    if s.get("verdict_note"):
-        return line + f"  ({s['verdict_note']})"
-    return line + (f"  (from the {s['decided_by']} view)" if s.get("decided_by") else "")
+def _verdict_line(report: ScanReport) -> str:
+    s = report.scores
+    line = (f"verdict    {s.verdict}  leakage score {s.leakage_score:.3f}  "
+            f"predicted PSNR {s.predicted_psnr:.1f} dB")
+    if s.verdict_note:
+        return line + f"  ({s.verdict_note})"
+    return line + (f"  (from the {s.decided_by} view)" if s.decided_by else "")
 
 
-def chain_phrase(scores: dict) -> str:
+def chain_phrase(scores: Scores) -> str:
     """'closed-form attacks: ...' -- what the layer chain reaches."""
-    c = scores.get("chain")
-    if not c:
+    c = scores.chain
+    if c is None:
         return ""
-    where = {"determined": f"determine the image (via {c['via']})",
-             "partial": f"determine part of the image (via {c['via']})",
-             "blocked": f"are blocked at {c['stopped_at']}" if c.get("stopped_at") else "are blocked"}[c["image_status"]]
-    return f"{where}; {c['verdict']}, leakage {c['leakage_score']:.3f}, predicted PSNR {c['predicted_psnr']:.1f} dB"
+    where = {"determined": f"determine the image (via {c.via})",
+             "partial": f"determine part of the image (via {c.via})",
+             "blocked": f"are blocked at {c.stopped_at}" if c.stopped_at else "are blocked"}[c.image_status]
+    return f"{where}; {c.verdict}, leakage {c.leakage_score:.3f}, predicted PSNR {c.predicted_psnr:.1f} dB"
 
 
-def optimisation_phrase(scores: dict) -> str:
+def optimisation_phrase(scores: Scores) -> str:
     """'optimisation attacks: ...' -- what gradient matching resolves, or why that is unknown."""
-    o = scores.get("optimisation")
-    if not o:
+    o = scores.optimisation
+    if o is None:
         return ""
-    if o["status"] != "ran":
-        return f"not estimated ({o['status']}: {o['reason']})"
-    d, lo_hi = o.get("directions"), o.get("psnr_interval")
+    if o.status != "ran":
+        return f"not estimated ({o.status}: {o.reason})"
+    d, lo_hi = o.directions, o.psnr_interval
     dirs = f"{d['estimate']} of {d['of']} directions recoverable, " if d else ""
     band = f" [{lo_hi[0]:.1f}, {lo_hi[1]:.1f}]" if lo_hi else ""
-    return (f"{dirs}{o['verdict']}, leakage {o['leakage_score']:.3f}, "
-            f"predicted PSNR {o['predicted_psnr']:.1f} dB{band}")
+    return (f"{dirs}{o.verdict}, leakage {o.leakage_score:.3f}, "
+            f"predicted PSNR {o.predicted_psnr:.1f} dB{band}")
 
 
-def view_lines(report: dict) -> list[str]:
-    s = report["scores"]
+def view_lines(report: ScanReport) -> list[str]:
+    s = report.scores
     out = []
-    if s.get("chain"):
+    if s.chain is not None:
         out.append(f"closed-form attacks   {chain_phrase(s)}")
-    if s.get("optimisation"):
+    if s.optimisation is not None:
         out.append(f"optimisation attacks  {optimisation_phrase(s)}")
     return out
 
 
-def summary(report: dict) -> list[str]:
-    s, img, cov = report["scores"], report["image"], report["coverage"]
-    m = report["model"]
+def summary(report: ScanReport) -> list[str]:
+    s, img, cov, m, t = report.scores, report.image, report.coverage, report.model, report.threat_model
     return [
-        f"model      {m['spec']}  input {_shape(m['input_shape'])}  traced with {m['trace_method']}",
-        f"image      {img['status']} (deficiency {img['deficiency']} of {img['unknowns']}"
-        + (f", via {img['via']})" if img.get("via") else ")"),
+        f"model      {m.spec}  input {_shape(m.input_shape)}  traced with {m.trace_method}",
+        f"image      {img.status} (deficiency {img.deficiency} of {img.unknowns}"
+        + (f", via {img.via})" if img.via else ")"),
         *view_lines(report),
         _verdict_line(report),
-        f"indices    COPA {s['copa_index']}  RA {s['ra_index']}",
-        f"coverage   {cov['handled']} handled, {cov['ignored']} ignored, {cov['unsupported']} unsupported "
-        f"({100 * cov['fraction']:.0f}%)",
-        f"threat     batch {report['threat_model']['batch_size']}, labels {report['threat_model']['labels']}, "
-        f"weights {report['threat_model']['weights']}, BatchNorm {report['threat_model']['bn_mode']}"
-        f"{threat_suffix(report['threat_model'])}",
+        f"indices    COPA {s.copa_index}  RA {s.ra_index}",
+        f"coverage   {cov.handled} handled, {cov.ignored} ignored, {cov.unsupported} unsupported "
+        f"({100 * cov.fraction:.0f}%)",
+        f"threat     batch {t.batch_size}, labels {t.labels}, weights {t.weights}, BatchNorm {t.bn_mode}"
+        f"{threat_suffix(t.defences, t.fedavg)}",
     ]
 
 
-def findings(report: dict) -> list[str]:
+def findings(report: ScanReport) -> list[str]:
     out = []
-    for f in report["findings"]:
-        where = f" [{f['source']}]" if f.get("source") else ""
-        out.append(f"{f['rule_id']} {f['severity']:<7} {f['message']}{where}")
-    hidden = report.get("suppressed") or []
+    for f in report.findings:
+        where = f" [{f.source}]" if f.source else ""
+        out.append(f"{f.rule_id} {f.severity:<7} {f.message}{where}")
+    hidden = report.suppressed or ()
     if hidden:
-        by = sorted({f["suppressed_by"] for f in hidden})
+        by = sorted({f.suppressed_by for f in hidden})
         out.append(f"({len(hidden)} finding{'s' if len(hidden) > 1 else ''} suppressed by {', '.join(by)}: "
-                   f"{', '.join(sorted({f['rule_id'] for f in hidden}))}; the verdict and the gate are unchanged)")
+                   f"{', '.join(sorted({f.rule_id for f in hidden}))}; the verdict and the gate are unchanged)")
     return out
 
 
-def layer_sources(report: dict) -> dict:
+def layer_sources(report: ScanReport) -> dict:
     return named_sources(report)
 
 
-def gate(report: dict) -> list[str]:
+def gate(report: ScanReport) -> list[str]:
     """The gate's outcome, each failed check with the layers responsible (and their source lines)."""
-    g = report.get("gate")
-    if not g:
+    g = report.gate
+    if g is None:
         return []
     src = layer_sources(report)
-    head = f"gate       {'passed' if g['passed'] else 'FAILED'}  (resistance {g['resistance']:.3f})"
+    head = f"gate       {'passed' if g.passed else 'FAILED'}  (resistance {g.resistance:.3f})"
     lines = [head]
-    for c in g["checks"]:
-        lines.append(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['title']}: {c['message']}")
-        if not c["passed"] and c["layers"]:
-            named = ", ".join(f"{n} [{src[n]}]" if src.get(n) else n for n in c["layers"])
+    for c in g.checks:
+        lines.append(f"  {'ok  ' if c.passed else 'FAIL'} {c.title}: {c.message}")
+        if not c.passed and c.layers:
+            named = ", ".join(f"{n} [{src[n]}]" if src.get(n) else n for n in c.layers)
             lines.append(f"       layers: {named}")
     return lines
 
 
-def table_section(report: dict, colour: bool, width: int) -> list[str]:
+def table_section(report: ScanReport, colour: bool, width: int) -> list[str]:
     return table(report, colour, width)
 
 
-def summary_section(report: dict, colour: bool, width: int) -> list[str]:
+def summary_section(report: ScanReport, colour: bool, width: int) -> list[str]:
     return prose(summary(report), colour, width)
 
 
-def findings_section(report: dict, colour: bool, width: int) -> list[str]:
+def findings_section(report: ScanReport, colour: bool, width: int) -> list[str]:
     found = findings(report)
     return prose(["findings:"] + ["  " + f for f in found], colour, width) if found else []
 
 
-def suggestion_section(report: dict, colour: bool, width: int) -> list[str]:
+def suggestion_section(report: ScanReport, colour: bool, width: int) -> list[str]:
     """``archscan suggest`` / ``scan --suggest``: the smallest change that works, measured."""
     if not suggestions.present(report):
         return []
@@ -220,7 +218,7 @@ def suggestion_section(report: dict, colour: bool, width: int) -> list[str]:
     return prose([head], colour, width) + rest
 
 
-def gate_section(report: dict, colour: bool, width: int) -> list[str]:
+def gate_section(report: ScanReport, colour: bool, width: int) -> list[str]:
     return prose(gate(report), colour, width)
 
 
@@ -228,12 +226,12 @@ def gate_section(report: dict, colour: bool, width: int) -> list[str]:
 SECTIONS = (table_section, summary_section, findings_section, suggestion_section, gate_section)
 
 
-def lines(report: dict, quiet: bool = False, colour: bool = False, width: int | None = None) -> list[str]:
+def lines(report: ScanReport, quiet: bool = False, colour: bool = False, width: int | None = None) -> list[str]:
     """The text report as lines: the table at ``width``, the prose never wrapped (colour: ANSI)."""
     width = width or tables.output_width()
     if quiet:
         fix = ["suggested  " + suggestions.headline(report)] if suggestions.present(report) else []
-        return prose([f"model      {report['model']['spec']}", _verdict_line(report)] + fix + gate(report), colour, width)
+        return prose([f"model      {report.model.spec}", _verdict_line(report)] + fix + gate(report), colour, width)
     out = []
     for section in SECTIONS:
         part = section(report, colour, width)
@@ -242,7 +240,7 @@ def lines(report: dict, quiet: bool = False, colour: bool = False, width: int | 
     return out
 
 
-def render(report: dict, stream, quiet: bool = False, colour_choice: str = "auto") -> None:
+def render(report: ScanReport, stream, quiet: bool = False, colour_choice: str = "auto") -> None:
     colour = supports_colour(stream, colour_choice)
     stream.write("\n".join(lines(report, quiet, colour, tables.output_width(stream))) + "\n")
 

@@ -69,7 +69,7 @@ def _validation_page(rep: dict) -> str:
                      f"images of the best attack and configuration) on {rep['device']}"),
         ("objective-selected", f"{_f(rep.get('selected_psnr'), 2)} dB (lowest gradient match, no true image needed)"),
         ("threat model", f"batch {t['batch_size']}, labels {t['labels']}, BatchNorm {t['bn_mode']}, seed {t['seed']}"
-                         f"{threat_suffix(t)}"))])
+                         f"{threat_suffix(t.get('defences'), t.get('fedavg'))}"))])
     best = _rows(["image", "PSNR dB", "SSIM", "attack", "configuration"],
                  [("", [n, _f(b["psnr"], 2), _f(b["ssim"], 3), b["attack"], b.get("label") or "default"])
                   for n, b in rep["best"].items()], numeric=(1, 2))

@@ -27,7 +27,7 @@ def _one(report: dict) -> list:
                    for n, b in report["best"].items()])
     skipped = "\n".join(f"- **{a['attack']}** skipped: {a['skipped']}" for a in report["attacks"] if a.get("skipped"))
     foot = (f"<sub>threat model: batch {t['batch_size']}, labels {t['labels']}, BatchNorm {t['bn_mode']}, seed "
-            f"{t['seed']}{threat_suffix(t)}; device {report['device']}</sub>")
+            f"{t['seed']}{threat_suffix(t.get('defences'), t.get('fedavg'))}; device {report['device']}</sub>")
     return [head, summary, "### Best per image", best, skipped, foot]
 
 

@@ -1,4 +1,4 @@
-"""The gate: pure functions of a report dict (and a baseline report dict) -> GateResult.
+"""The gate: pure functions of a report (and a baseline report) -> GateResult.
 
 A policy has up to three parts, each optional: ``fail_under`` (a minimum *resistance score*,
 1 - leakage score, so that higher is safer as in every ``--fail-under``), ``fail_on`` (the verdict
@@ -13,12 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from archscan.errors import InputError
-from archscan.terms import Verdict, ViewStatus
+from archscan.report.jsonable import MissingField
+from archscan.report.records import Check, GatePolicy, GateResult, LayerRecord, ScanReport
+from archscan.terms import Determination, Verdict, ViewStatus
+
+__all__ = ["Check", "GateResult", "Policy", "baseline_report", "evaluate", "exposed_layers", "fixing_layers", "resistance", "responsible"]
 
 VERDICT_RANK = {v.value: v.rank for v in Verdict}
 # --fail-on partial fails everything not shown safe: UNVERIFIED, PARTIAL and LEAKS
 FAIL_ON = {"partial": Verdict.UNVERIFIED, "leaks": Verdict.LEAKS}
-STATUS_RANK = {"blocked": 0, "partial": 1, "determined": 2, "leak_source": 2}
+STATUS_RANK = {Determination.BLOCKED: 0, Determination.PARTIAL: 1, Determination.DETERMINED: 2,
+               Determination.LEAK_SOURCE: 2}
 SCORE_TOLERANCE = 1e-3     # a leakage score may move this much against the baseline (prior sampling)
 EXPOSURE_TOLERANCE = 1e-9  # a layer's determined fraction may not grow at all
 
@@ -27,90 +32,71 @@ EXPOSURE_TOLERANCE = 1e-9  # a layer's determined fraction may not grow at all
 class Policy:
     fail_under: float | None = None   # minimum resistance score (1 - leakage score), in [0, 1]
     fail_on: str | None = None        # "partial" | "leaks"
-    baseline: dict | None = field(default=None, compare=False, repr=False)
+    baseline: ScanReport | None = field(default=None, compare=False, repr=False)
     baseline_path: str | None = None
 
     @property
     def active(self) -> bool:
         return self.fail_under is not None or self.fail_on is not None or self.baseline is not None
 
-    def describe(self) -> dict:
-        base = self.baseline or {}
-        return {"fail_under": self.fail_under, "fail_on": self.fail_on, "baseline": self.baseline_path,
-                "baseline_model": base.get("model", {}).get("spec") if base else None}
+    def describe(self) -> GatePolicy:
+        spec = self.baseline.model.spec if self.baseline is not None and self.baseline.model else None
+        return GatePolicy(self.fail_under, self.fail_on, self.baseline_path, spec)
 
 
-@dataclass(frozen=True)
-class Check:
-    id: str            # fail-under | fail-on | baseline-score | baseline-verdict | baseline-layers
-    rule_id: str       # archscan.rules id (AS200 ...)
-    title: str
-    passed: bool
-    message: str
-    layers: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "rule_id": self.rule_id, "title": self.title, "passed": self.passed,
-                "message": self.message, "layers": list(self.layers)}
-
-
-@dataclass(frozen=True)
-class GateResult:
-    policy: dict
-    resistance: float
-    checks: tuple[Check, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    def responsible_layers(self) -> list[str]:
-        return list(dict.fromkeys(name for c in self.failed for name in c.layers))
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "policy": self.policy, "resistance": self.resistance,
-                "checks": [c.to_dict() for c in self.checks], "responsible_layers": self.responsible_layers()}
+def baseline_report(data: dict, path: str) -> ScanReport:
+    """A stored JSON report (``config.pyproject.load_baseline``) as a record; a report of an older
+    schema may lack blocks the gate does not read, never those it does."""
+    try:
+        base = ScanReport.from_dict(data, lenient=True)
+    except (MissingField, TypeError, ValueError) as e:
+        raise InputError(f"--baseline {path}: not an archscan report this version can read ({e})") from e
+    s = base.scores
+    if s is None or s.leakage_score is None or s.verdict is None or not _layers_readable(base.layers):
+        raise InputError(f"--baseline {path}: the report lacks its scores or its layers' status; "
+                         "write a new baseline with --format json")
+    return base
 
 
-def resistance(report: dict) -> float:
+def _layers_readable(layers) -> bool:
+    return layers is not None and all(l.status is not None and l.attack is not None and l.unknowns is not None
+                                      for l in layers)
+
+
+def resistance(report: ScanReport) -> float:
     """The gate's score: 1 - leakage score (1 = nothing of the image is determined)."""
-    return round(1.0 - float(report["scores"]["leakage_score"]), 6)
+    return round(1.0 - float(report.scores.leakage_score), 6)
 
 
-def responsible(report: dict) -> tuple[str, ...]:
-    """The layers to change: those whose measured edit passes the gate (``report["suggestions"]``),
+def responsible(report: ScanReport) -> tuple[str, ...]:
+    """The layers to change: those whose measured edit passes the gate (``report.suggestions``),
     else every layer the attack reaches."""
     return fixing_layers(report) or exposed_layers(report)
 
 
-def fixing_layers(report: dict) -> tuple[str, ...]:
+def fixing_layers(report: ScanReport) -> tuple[str, ...]:
     """Layers of the rescanned edits that passed the gate (empty when none did or none were tried)."""
-    s = report.get("suggestions") or {}
-    if s.get("target") != "gate":
+    s = report.suggestions
+    if s is None or s.target != "gate":
         return ()
-    return tuple(dict.fromkeys(n for o in s.get("outcomes", ()) if o.get("gate_passed") for n in o.get("layers", ())))
+    return tuple(dict.fromkeys(n for o in s.outcomes if o.gate_passed for n in o.edit.layers))
 
 
-def fix_phrase(report: dict) -> str:
+def fix_phrase(report: ScanReport) -> str:
     """'; measured fix: ...' when ``archscan suggest`` found an edit that passes this gate."""
-    s = report.get("suggestions") or {}
-    best = next((o for o in s.get("outcomes", ()) if o["id"] == s.get("best")), None)
-    if s.get("target") != "gate" or best is None:
+    s = report.suggestions
+    if s is None or s.target != "gate" or s.best is None:
         return ""
-    return (f"; measured fix: {best['change']} (rescanned: verdict {best['verdict']}, "
-            f"leakage score {best['leakage_score']:.3f})")
+    return (f"; measured fix: {s.best.edit.change} (rescanned: verdict {s.best.verdict}, "
+            f"leakage score {s.best.leakage_score:.3f})")
 
 
-def exposed_layers(report: dict) -> tuple[str, ...]:
+def exposed_layers(report: ScanReport) -> tuple[str, ...]:
     """Layers whose input the attack determines in part or in full, nearest the image first."""
-    return tuple(l["name"] for l in report["layers"] if l["attack"]["rank"] > 0)
+    return tuple(l.name for l in report.layers if l.attack.rank > 0)
 
 
-def evaluate(report: dict, policy: Policy) -> GateResult:
+def evaluate(report: ScanReport, policy: Policy) -> GateResult:
     """Every check the policy asks for; with a baseline, failures already in it pass as accepted."""
     checks = threshold_checks(report, policy)
     if policy.baseline is not None:
@@ -121,25 +107,25 @@ def evaluate(report: dict, policy: Policy) -> GateResult:
     return GateResult(policy.describe(), resistance(report), tuple(checks))
 
 
-def check_same_model(report: dict, baseline: dict, path: str | None) -> None:
+def check_same_model(report: ScanReport, baseline: ScanReport, path: str | None) -> None:
     """A baseline is a report of this model: same image shape and at least one layer in common
     (a report of another network would make every comparison meaningless -- and could pass)."""
-    base, now = baseline.get("model", {}), report["model"]
+    base, now = baseline.model, report.model
     where = f"--baseline {path}" if path else "--baseline"
-    if base.get("input_shape") and list(base["input_shape"]) != list(now["input_shape"]):
-        raise InputError(f"{where}: a report at input shape {_shape(base['input_shape'])}, this scan is at "
-                         f"{_shape(now['input_shape'])}; write a new baseline for this shape")
-    theirs, ours = {l["name"] for l in baseline["layers"]}, {l["name"] for l in report["layers"]}
+    if base is not None and base.input_shape and tuple(base.input_shape) != tuple(now.input_shape):
+        raise InputError(f"{where}: a report at input shape {_shape(base.input_shape)}, this scan is at "
+                         f"{_shape(now.input_shape)}; write a new baseline for this shape")
+    theirs, ours = {l.name for l in baseline.layers}, {l.name for l in report.layers}
     if theirs and ours and not theirs & ours:
-        raise InputError(f"{where}: a report of another model ({base.get('spec', '?')}: no layer in common with "
-                         f"{now['spec']}); write a new baseline for this model")
+        raise InputError(f"{where}: a report of another model ({base.spec if base else '?'}: no layer in common "
+                         f"with {now.spec}); write a new baseline for this model")
 
 
 def _shape(s) -> str:
     return ",".join(str(v) for v in s)
 
 
-def threshold_checks(report: dict, policy: Policy) -> list[Check]:
+def threshold_checks(report: ScanReport, policy: Policy) -> list[Check]:
     out = []
     if policy.fail_under is not None:
         out.append(check_fail_under(report, policy.fail_under))
@@ -148,11 +134,11 @@ def threshold_checks(report: dict, policy: Policy) -> list[Check]:
     return out
 
 
-def check_fail_under(report: dict, minimum: float) -> Check:
-    r, s = resistance(report), report["scores"]
+def check_fail_under(report: ScanReport, minimum: float) -> Check:
+    r, s = resistance(report), report.scores
     unverified = _unverified(report)
     ok = r >= minimum and not (unverified and minimum > 0)
-    msg = (f"resistance {r:.3f} (1 - leakage score {s['leakage_score']:.3f}) is "
+    msg = (f"resistance {r:.3f} (1 - leakage score {s.leakage_score:.3f}) is "
            f"{'at or above' if r >= minimum else 'below'} --fail-under {minimum:g}; {_image_phrase(report)}")
     if unverified and minimum > 0:
         msg += f"; not established: {unverified}"
@@ -160,29 +146,30 @@ def check_fail_under(report: dict, minimum: float) -> Check:
     return Check("fail-under", "AS200", f"fail-under {minimum:g}", ok, msg, () if ok else responsible(report))
 
 
-def check_fail_on(report: dict, fail_on: str) -> Check:
-    verdict = report["scores"]["verdict"]
+def check_fail_on(report: ScanReport, fail_on: str) -> Check:
+    verdict = report.scores.verdict
     ok = VERDICT_RANK[verdict] < VERDICT_RANK[FAIL_ON[fail_on]]
-    msg = (f"verdict {verdict} (leakage score {report['scores']['leakage_score']:.3f}) "
+    msg = (f"verdict {verdict} (leakage score {report.scores.leakage_score:.3f}) "
            f"{'is below' if ok else 'reaches'} --fail-on {fail_on}; {_image_phrase(report)}")
     msg += "" if ok else fix_phrase(report)
     return Check("fail-on", "AS201", f"fail-on {fail_on}", ok, msg, () if ok else responsible(report))
 
 
-def _unverified(report: dict) -> str:
+def _unverified(report: ScanReport) -> str:
     """Why the resistance score is not a verified figure ('' when it is): the optimisation-attack
-    view did not run, so only the chain's (optimistic) figure exists."""
-    s = report["scores"]
-    opt = s.get("optimisation") or {}
-    if s.get("verdict") == Verdict.LEAKS or opt.get("status", ViewStatus.RAN) in (ViewStatus.RAN, ViewStatus.NOT_NEEDED):
+    view did not run, so only the chain's (optimistic) figure exists.  A report of an older schema
+    without the view counts as verified (it had no such view to miss)."""
+    s = report.scores
+    status = s.optimisation.status if s.optimisation is not None else ViewStatus.RAN
+    if s.verdict == Verdict.LEAKS or status in (ViewStatus.RAN, ViewStatus.NOT_NEEDED):
         return ""
-    return s.get("verdict_note") or "the optimisation-attack view did not run"
+    return s.verdict_note or "the optimisation-attack view did not run"
 
 
-def _image_phrase(report: dict) -> str:
-    img = report["image"]
-    via = f" via {img['via']}" if img.get("via") else ""
-    return f"the image is {img['status']}{via} (deficiency {img['deficiency']} of {img['unknowns']})"
+def _image_phrase(report: ScanReport) -> str:
+    img = report.image
+    via = f" via {img.via}" if img.via else ""
+    return f"the image is {img.status}{via} (deficiency {img.deficiency} of {img.unknowns})"
 
 
 def _accepted(check: Check) -> Check:
@@ -190,29 +177,29 @@ def _accepted(check: Check) -> Check:
                  check.message + " - already so in the baseline, not a regression", ())
 
 
-def regression_checks(report: dict, baseline: dict) -> list[Check]:
+def regression_checks(report: ScanReport, baseline: ScanReport) -> list[Check]:
     worse = layer_regressions(report, baseline)
     names = tuple(w["name"] for w in worse) or exposed_layers(report)
     return [_score_check(report, baseline, names), _verdict_check(report, baseline, names),
             _layers_check(worse, report, baseline)]
 
 
-def _score_check(report: dict, baseline: dict, names) -> Check:
-    now, before = report["scores"]["leakage_score"], baseline["scores"]["leakage_score"]
+def _score_check(report: ScanReport, baseline: ScanReport, names) -> Check:
+    now, before = report.scores.leakage_score, baseline.scores.leakage_score
     ok = now <= before + SCORE_TOLERANCE
     msg = f"leakage score {before:.3f} in the baseline, {now:.3f} now" + ("" if ok else " (regression)")
     return Check("baseline-score", "AS202", "baseline: leakage score", ok, msg, () if ok else names)
 
 
-def _verdict_check(report: dict, baseline: dict, names) -> Check:
-    now, before = report["scores"]["verdict"], baseline["scores"]["verdict"]
+def _verdict_check(report: ScanReport, baseline: ScanReport, names) -> Check:
+    now, before = report.scores.verdict, baseline.scores.verdict
     ok = VERDICT_RANK[now] <= VERDICT_RANK[before]
     msg = f"verdict {before} in the baseline, {now} now" + ("" if ok else " (regression)")
     return Check("baseline-verdict", "AS202", "baseline: verdict", ok, msg, () if ok else names)
 
 
-def _layers_check(worse: list[dict], report: dict, baseline: dict) -> Check:
-    new = sorted({l["name"] for l in report["layers"]} - {l["name"] for l in baseline["layers"]})
+def _layers_check(worse: list[dict], report: ScanReport, baseline: ScanReport) -> Check:
+    new = sorted({l.name for l in report.layers} - {l.name for l in baseline.layers})
     if not worse:
         msg = "no layer's input is more determined than in the baseline"
     else:
@@ -222,26 +209,22 @@ def _layers_check(worse: list[dict], report: dict, baseline: dict) -> Check:
     return Check("baseline-layers", "AS202", "baseline: layers", not worse, msg, tuple(w["name"] for w in worse))
 
 
-def layer_regressions(report: dict, baseline: dict) -> list[dict]:
+def layer_regressions(report: ScanReport, baseline: ScanReport) -> list[dict]:
     """Layers (matched by name) whose status rose or whose determined fraction grew."""
-    before = {l["name"]: l for l in baseline["layers"]}
+    before = {l.name: l for l in baseline.layers}
     out = []
-    for layer in report["layers"]:
-        old = before.get(layer["name"])
+    for layer in report.layers:
+        old = before.get(layer.name)
         if old is not None and _worse(layer, old):
-            out.append({"name": layer["name"], "change": f"{layer['name']}: {_state(old)} -> {_state(layer)}"})
+            out.append({"name": layer.name, "change": f"{layer.name}: {_state(old)} -> {_state(layer)}"})
     return out
 
 
-def _exposure(layer: dict) -> float:
-    return layer["attack"]["rank"] / layer["unknowns"] if layer["unknowns"] else 0.0
-
-
-def _worse(layer: dict, old: dict) -> bool:
-    if STATUS_RANK[layer["status"]] > STATUS_RANK[old["status"]]:
+def _worse(layer: LayerRecord, old: LayerRecord) -> bool:
+    if STATUS_RANK[layer.status] > STATUS_RANK[old.status]:
         return True
-    return _exposure(layer) > _exposure(old) + EXPOSURE_TOLERANCE
+    return layer.exposure > old.exposure + EXPOSURE_TOLERANCE
 
 
-def _state(layer: dict) -> str:
-    return f"{layer['status']} (rank {layer['attack']['rank']} of {layer['unknowns']})"
+def _state(layer: LayerRecord) -> str:
+    return f"{layer.status} (rank {layer.attack.rank} of {layer.unknowns})"

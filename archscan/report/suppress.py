@@ -2,17 +2,19 @@
 such as ``AS00`` selects a family) and a per-layer ``# archscan: ignore[AS003]`` comment on the
 layer's source line (``# archscan: ignore`` alone silences every finding there).
 
-A suppression hides a finding from every format and is counted in ``report["suppressed"]``; it never
+A suppression hides a finding from every format and is counted in ``report.suppressed``; it never
 changes the verdict, the scores or the gate -- a leaking model still leaks.  To accept a known state
 in CI, store a ``--baseline``.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from archscan.errors import InputError
 from archscan.report.catalogue import RULES
+from archscan.report.records import Finding, ScanReport
 
 _COMMENT = re.compile(r"#\s*archscan:\s*ignore(?:\[([A-Z0-9,\s]+)\])?", re.IGNORECASE)
 
@@ -29,23 +31,24 @@ def parse_ids(value, where: str) -> tuple[str, ...]:
     return ids
 
 
-def apply(report: dict, select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> dict:
-    """Move suppressed findings from ``findings`` to ``suppressed`` (each with what suppressed it)."""
+def apply(report: ScanReport, select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> ScanReport:
+    """The report with its suppressed findings moved from ``findings`` to ``suppressed`` (each with
+    what suppressed it)."""
     kept, hidden = [], []
-    for f in report["findings"]:
+    for f in report.findings:
         why = _why(f, select, ignore)
-        (hidden if why else kept).append({**f, "suppressed_by": why} if why else f)
-    report["findings"], report["suppressed"] = kept, hidden
-    return report
+        (hidden if why else kept).append(replace(f, suppressed_by=why) if why else f)
+    return report.with_(findings=tuple(kept), suppressed=tuple(hidden))
 
 
-def _why(finding: dict, select, ignore) -> str | None:
-    rid = finding["rule_id"]
+def _why(finding: Finding, select, ignore) -> str | None:
+    rid = finding.rule_id
     if select and not any(rid.startswith(s) for s in select):
         return "--select"
     if any(rid.startswith(i) for i in ignore):
         return "--ignore"
-    if rid in comment_ids(finding.get("source")) or "*" in comment_ids(finding.get("source")):
+    ids = comment_ids(finding.source)
+    if rid in ids or "*" in ids:
         return "comment"
     return None
 

@@ -8,17 +8,18 @@ from torch import nn
 from archscan.layers import REGISTRY
 from archscan.layers.flow import Invertible
 from archscan.config import SUGGEST_BATCH_STEPS as BATCH_STEPS, SUGGEST_CONVS, SUGGEST_COST as COST
+from archscan.report.records import ScanReport
 from archscan.suggest.edits import Edit
 
 
-def candidates(report: dict, module: nn.Module | None, options) -> list[Edit]:
+def candidates(report: ScanReport, module: nn.Module | None, options) -> list[Edit]:
     """Every edit worth a rescan, smallest first (ties: report order)."""
     edits = []
     if module is not None:
         total = max(sum(p.numel() for p in module.parameters()), 1)
-        node_paths = {n["name"]: n["module_path"] for n in report["nodes"]}
-        paths = {l["name"]: node_paths.get(l.get("node", l["name"])) for l in report["layers"]}
-        sources = {l["name"]: l.get("source") for l in report["layers"]}
+        node_paths = {n.name: n.module_path for n in report.nodes}
+        paths = {l.name: node_paths.get(l.node or l.name) for l in report.layers}
+        sources = {l.name: l.source for l in report.layers}
         edits += _biases(report, module, paths, total)
         edits += _activations(report, module)
         edits += _convs(report, module, paths, sources, total)
@@ -28,12 +29,12 @@ def candidates(report: dict, module: nn.Module | None, options) -> list[Edit]:
 
 def _biases(report, module, paths, total) -> list[Edit]:
     out = []
-    for f in report["findings"]:
-        path = paths.get(f.get("layer"))
+    for f in report.findings:
+        path = paths.get(f.layer)
         sub = _submodule(module, path)
-        if f["rule_id"] == "AS002" and getattr(sub, "bias", None) is not None:
-            out.append(Edit("no-bias", f"{f['layer']}: remove the bias ({type(sub).__name__}(..., bias=False))",
-                            COST["no-bias"] + sub.bias.numel() / total, path, (f["layer"],), f.get("source")))
+        if f.rule_id == "AS002" and getattr(sub, "bias", None) is not None:
+            out.append(Edit("no-bias", f"{f.layer}: remove the bias ({type(sub).__name__}(..., bias=False))",
+                            COST["no-bias"] + sub.bias.numel() / total, path, (f.layer,), f.source))
     return out
 
 
@@ -52,11 +53,11 @@ def _activations(report, module) -> list[Edit]:
             kinds.setdefault(type(sub).__name__, []).append(path)
     out = []
     for name, paths in kinds.items():
-        nodes = [n for n in report["nodes"] if n["module_path"] in paths]
+        nodes = [n for n in report.nodes if n.module_path in paths]
         n = len(paths)
         out.append(Edit("activation", f"ReLU instead of {name} ({n} layer{'s' * (n > 1)}): the chain cannot invert it",
-                        COST["activation"], layers=tuple(x["module_path"] or x["name"] for x in nodes),
-                        source=nodes[0]["source"] if nodes else None, value=name))
+                        COST["activation"], layers=tuple(x.module_path or x.name for x in nodes),
+                        source=nodes[0].source if nodes else None, value=name))
     return out
 
 
@@ -79,10 +80,9 @@ def _convs(report, module, paths, sources, total) -> list[Edit]:
 def _culprit_convs(report, module, paths) -> list[str]:
     """Conv layers to edit: where the chain determines the image first, then those the attack
     reaches, then the others, nearest the image first; ``config.SUGGEST_CONVS`` of them."""
-    convs = [l["name"] for l in report["layers"]
-             if isinstance(_submodule(module, paths.get(l["name"])), nn.Conv2d)]
-    via = [report["image"].get("via")] if report["image"].get("via") in convs else []
-    reached = [n for n in convs if next(l for l in report["layers"] if l["name"] == n)["attack"]["rank"] > 0]
+    convs = [l.name for l in report.layers if isinstance(_submodule(module, paths.get(l.name)), nn.Conv2d)]
+    via = [report.image.via] if report.image.via in convs else []
+    reached = [n for n in convs if report.layer(n).attack.rank > 0]
     return list(dict.fromkeys(via + reached + convs))[:SUGGEST_CONVS]
 
 
@@ -90,7 +90,7 @@ def _settings(report, options) -> list[Edit]:
     b = options.batch_size
     out = [Edit("batch-size", f"batch size {b * k} instead of {b}", cost, value=b * k)
            for k, cost in BATCH_STEPS.items()]
-    has_bn = any(n.get("kind") == "batchnorm" for n in report["nodes"])
+    has_bn = any(n.kind == "batchnorm" for n in report.nodes)
     if has_bn and options.bn_mode == "eval":
         out.append(Edit("bn-train", "BatchNorm in train mode (batch statistics)", COST["bn-train"], value="train"))
     return out

@@ -15,34 +15,13 @@ live in ``config.SUGGEST_COST`` and ``config.SUGGEST_BATCH_STEPS``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from torch import nn
 
+from archscan.report.suggestions import Edit
 
-
-@dataclass(frozen=True)
-class Edit:
-    kind: str                 # no-bias | activation | stride | pool | filters | batch-size | bn-train
-    change: str               # what changes, in words: "fc: remove the bias"
-    cost: float
-    target: str | None = None  # module path (architecture edits); None for a setting
-    layers: tuple = ()         # the report's layer / node names the edit changes
-    source: str | None = None  # file:line of the first of them
-    value: object = None       # the activation type's name, the new batch size ...
-
-    @property
-    def architecture(self) -> bool:
-        return self.kind not in ("batch-size", "bn-train")
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}:{self.target or self.value}"
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "change": self.change, "cost": round(self.cost, 4),
-                "layers": list(self.layers), "module": self.target, "source": self.source,
-                "architecture": self.architecture}
+__all__ = ["EDITORS", "Edit", "apply"]
 
 
 def apply(edit: Edit, module: nn.Module | None, options):

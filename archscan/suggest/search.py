@@ -6,64 +6,27 @@ Every figure in the result is a real rescan's (same options, same seed); nothing
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from archscan.errors import ArchscanError
 from archscan.model.load import LoadedModel
 from archscan.pipeline import scan_loaded
 from archscan.report.gate import VERDICT_RANK, evaluate
+from archscan.report.records import ScanReport
 from archscan.suggest.adapt import fit_downstream
 from archscan.suggest.candidates import candidates
-from archscan.suggest.edits import Edit, apply
+from archscan.report.suggestions import Edit, Outcome, Suggestions
+from archscan.suggest.edits import apply
 from archscan.terms import Verdict
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One candidate edit and what the rescan measured (``error`` when it could not be applied)."""
-    edit: Edit
-    error: str = ""
-    verdict: str | None = None
-    decided_by: str | None = None
-    leakage_score: float | None = None
-    predicted_psnr: float | None = None
-    gate_passed: bool | None = None
-    works: bool = False
-
-    def to_dict(self) -> dict:
-        return {**self.edit.to_dict(), "error": self.error, "verdict": self.verdict, "decided_by": self.decided_by,
-                "leakage_score": self.leakage_score, "predicted_psnr": self.predicted_psnr,
-                "gate_passed": self.gate_passed, "works": self.works}
-
-
-@dataclass(frozen=True)
-class Suggestions:
-    target: str                   # "gate": the gate must pass; "verdict": a better verdict
-    baseline: dict                # the model's own verdict, leakage score, predicted PSNR, gate
-    outcomes: tuple[Outcome, ...]
-    complete: bool                # every candidate was rescanned (False: stopped at the first that works)
-    seconds: float
-
-    @property
-    def best(self) -> Outcome | None:
-        """The smallest edit that works (candidates are tried smallest first)."""
-        return next((o for o in self.outcomes if o.works), None)
-
-    def to_dict(self) -> dict:
-        best = self.best
-        return {"target": self.target, "baseline": self.baseline, "best": best.edit.id if best else None,
-                "complete": self.complete, "tried": len(self.outcomes),
-                "outcomes": [o.to_dict() for o in self.outcomes], "seconds": round(self.seconds, 3)}
-
-
-def needed(report: dict, policy=None) -> bool:
+def needed(report: ScanReport, policy=None) -> bool:
     """Something to fix: the gate fails (with a policy) or the verdict is not RESISTANT."""
     if policy is not None and policy.active:
         return not evaluate(report, policy).passed
-    return report["scores"]["verdict"] != Verdict.RESISTANT
+    return report.scores.verdict != Verdict.RESISTANT
 
 
-def suggest(loaded: LoadedModel, report: dict, options, policy=None, first_only: bool = False,
+def suggest(loaded: LoadedModel, report: ScanReport, options, policy=None, first_only: bool = False,
             on_candidate=None) -> Suggestions:
     """Rescan ``loaded`` under each candidate edit of ``report``'s model; ``first_only`` stops at
     the first (smallest) edit that works.  ``on_candidate(i, n, edit)`` is called before each rescan."""
@@ -82,9 +45,9 @@ def suggest(loaded: LoadedModel, report: dict, options, policy=None, first_only:
                        time.perf_counter() - start)
 
 
-def _baseline(report: dict, gate) -> dict:
-    s = report["scores"]
-    return {"verdict": s["verdict"], "leakage_score": s["leakage_score"], "predicted_psnr": s["predicted_psnr"],
+def _baseline(report: ScanReport, gate) -> dict:
+    s = report.scores
+    return {"verdict": s.verdict, "leakage_score": s.leakage_score, "predicted_psnr": s.predicted_psnr,
             "gate_passed": evaluate(report, gate).passed if gate else None}
 
 
@@ -94,14 +57,14 @@ def _try(edit: Edit, loaded: LoadedModel, options, gate, base: dict) -> Outcome:
         if edit.architecture:
             fit_downstream(model, opts.input_shape, opts.seed)
         edited = LoadedModel(model, loaded.program, loaded.spec, loaded.source_file)
-        rep = scan_loaded(edited, opts).to_dict()
+        rep = scan_loaded(edited, opts)
         passed = evaluate(rep, gate).passed if gate else None
     except (ArchscanError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
         return Outcome(edit, error=_first_line(e))
-    s = rep["scores"]
-    works = passed if gate else VERDICT_RANK[s["verdict"]] < VERDICT_RANK[base["verdict"]]
-    return Outcome(edit, verdict=s["verdict"], decided_by=s.get("decided_by"), leakage_score=s["leakage_score"],
-                   predicted_psnr=s["predicted_psnr"], gate_passed=passed, works=bool(works))
+    s = rep.scores
+    works = passed if gate else VERDICT_RANK[s.verdict] < VERDICT_RANK[base["verdict"]]
+    return Outcome(edit, verdict=s.verdict, decided_by=s.decided_by, leakage_score=s.leakage_score,
+                   predicted_psnr=s.predicted_psnr, gate_passed=passed, works=bool(works))
 
 
 def _first_line(error: Exception) -> str:

@@ -71,15 +71,15 @@ def prediction(spec: str, options: config.ScanOptions) -> tuple[dict | None, str
     """scan's prediction, or None with the reason when the model cannot be analysed (attacks still run)."""
     from archscan.pipeline import scan
     try:
-        report = scan(spec, options).to_dict()
+        report = scan(spec, options)
     except TraceError as e:
         return None, str(e)
-    s = report["scores"]
-    opt = s.get("optimisation") or {}
-    return {"verdict": s["verdict"], "leakage_score": s["leakage_score"],
-            "predicted_psnr": s["predicted_psnr"], "image_status": report["image"]["status"],
-            "chain_verdict": s["chain"]["verdict"], "optimisation_verdict": opt.get("verdict"),
-            "optimisation_status": opt.get("status"), "psnr_interval": opt.get("psnr_interval")}, None
+    s, opt = report.scores, report.scores.optimisation
+    return {"verdict": s.verdict, "leakage_score": s.leakage_score,
+            "predicted_psnr": s.predicted_psnr, "image_status": report.image.status,
+            "chain_verdict": s.chain.verdict, "optimisation_verdict": opt.verdict,
+            "optimisation_status": opt.status,
+            "psnr_interval": list(opt.psnr_interval) if opt.psnr_interval else None}, None
 
 
 def load_batch(opts: ValidateOptions, shape) -> tuple[torch.Tensor, list]:
