@@ -145,9 +145,14 @@ def _assemble(spec, options, traced, g, systems, state, chain, optimisation, cap
                            ra_index([(s.unknowns, s.ranks.rows_gradient, s.ranks.rows_forward) for s in order]))
     model = ModelInfo(spec, tuple(_image_shape(g, options)), traced.model_class, traced.method, len(order))
     found = findings(g, systems, state, layers, image, scores, options.batch_size, not options.chain_exact)
-    return ScanReport(model=model, threat_model=ThreatModel(**options.threat_model()), layers=tuple(layers),
+    return ScanReport(model=model, threat_model=_threat_model(options), layers=tuple(layers),
                       nodes=_node_list(g), image=image, scores=scores, coverage=coverage(g),
                       findings=tuple(found), tool=tool_info(), created=now())
+
+
+def _threat_model(options) -> ThreatModel:
+    t = options.threat_model()
+    return ThreatModel(**{**t, "defences": tuple(t["defences"])})
 
 
 def _unsupported(g) -> tuple[str, ...]:

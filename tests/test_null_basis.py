@@ -71,4 +71,4 @@ def test_the_chain_passes_the_rank_of_the_rows_it_builds_not_the_usable_rank(row
     assert rows_rank(system, rows) == (expected.value if expected.exact else None)
     assert rows_rank(None, rows) is None
     report = scan(spec, config.ScanOptions(input_shape=(3, 32, 32), local="off"))
-    assert report.scores["prediction_method"].startswith("dense null space (0 directions) + isotropic share of 280")
+    assert report.scores.prediction_method.startswith("dense null space (0 directions) + isotropic share of 280")

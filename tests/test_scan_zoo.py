@@ -71,8 +71,8 @@ def report_layers(report):
     from archscan.model.graph import build_graph, parametric_order
     from archscan.model.load import load_model
     from archscan.model.trace import trace_model
-    spec = report.model["spec"]
-    traced = trace_model(load_model(spec), tuple(report.model["input_shape"]))
+    spec = report.model.spec
+    traced = trace_model(load_model(spec), tuple(report.model.input_shape))
     return parametric_order(build_graph(traced.nodes))
 
 

@@ -73,6 +73,6 @@ class ScanOptions:
             "weights": "given" if self.weights else "generic", "bn_mode": d["bn_mode"],
             "relu_active_fraction": d["relu_active"], "seed": d["seed"], "rank_draws": d["draws"],
             "optimisation_view": d["local"], "optimisation_budget_s": d["local_budget"],
-            "defences": tuple(x.to_dict() for x in self.defences), "fedavg": self.fedavg.to_dict(),
+            "defences": [x.to_dict() for x in self.defences], "fedavg": self.fedavg.to_dict(),
             "attacker": "knows the architecture, every weight and every shared gradient",
         }
